@@ -1,0 +1,245 @@
+"""Admin for broker accounts, instruments and tracked chains.
+
+Secrets are write-only: the form has empty password inputs (blank = unchanged) and a "clear"
+box; a saved secret is never rendered back, not even partly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
+
+from .exceptions import InstrumentFileError, InstrumentLoadError
+from .loading import instruments_load, open_master
+from .masters import KeepFilter
+from .models import BrokerAccount, Instrument, TrackedChain
+from .registry import REGISTRY
+from .secret import Secret
+
+_SECRET_WIDGET = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+
+
+class BrokerAccountForm(forms.ModelForm):
+    new_access_token = forms.CharField(
+        label="Access token",
+        required=False,
+        strip=True,
+        widget=_SECRET_WIDGET,
+        help_text="Write-only. Leave blank to keep the stored token.",
+    )
+    clear_access_token = forms.BooleanField(label="Remove the stored access token", required=False)
+    new_api_secret = forms.CharField(
+        label="API secret",
+        required=False,
+        strip=True,
+        widget=_SECRET_WIDGET,
+        help_text="Upstox only. Write-only. Leave blank to keep the stored secret.",
+    )
+    clear_api_secret = forms.BooleanField(label="Remove the stored API secret", required=False)
+
+    class Meta:
+        model = BrokerAccount
+        fields = [
+            "name",
+            "kind",
+            "enabled",
+            "client_id",
+            "token_expires_at",
+            "rest_base_url",
+            "feed_base_url",
+            "login_base_url",
+            "master_url",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        for name in ("access_token", "api_secret"):
+            if data.get(f"new_{name}") and data.get(f"clear_{name}"):
+                self.add_error(f"clear_{name}", "Either enter a new value or remove it, not both.")
+        return data
+
+    def save(self, commit: bool = True) -> BrokerAccount:
+        account: BrokerAccount = super().save(commit=False)
+        data = self.cleaned_data
+        if data.get("new_access_token"):
+            account.set_access_token(data["new_access_token"], expires_at=account.token_expires_at)
+        elif data.get("clear_access_token"):
+            account.set_access_token("")
+        if data.get("new_api_secret"):
+            account.api_secret = Secret(data["new_api_secret"])
+        elif data.get("clear_api_secret"):
+            account.api_secret = Secret("")
+        if commit:
+            account.save()
+        return account
+
+
+@admin.action(description="Load instrument master (download from the account's master URL)")
+def load_instrument_master(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[BrokerAccount]
+) -> None:
+    keep = KeepFilter(
+        kinds=frozenset(settings.INSTRUMENT_KINDS),
+        underlyings=frozenset(settings.INSTRUMENT_UNDERLYINGS) or None,
+    )
+    for account in queryset:
+        url = account.effective_master_url()
+        try:
+            with open_master(url=url) as (stream, name):
+                report = instruments_load(
+                    account=account, stream=stream, source_name=name, keep=keep
+                )
+        except (InstrumentFileError, InstrumentLoadError) as exc:
+            modeladmin.message_user(
+                request,
+                f"{account.name}: instrument master not loaded — {exc}",
+                level=messages.ERROR,
+            )
+            continue
+        modeladmin.message_user(request, report.summary_lines()[0], level=messages.SUCCESS)
+
+
+@admin.register(BrokerAccount)
+class BrokerAccountAdmin(admin.ModelAdmin):
+    form = BrokerAccountForm
+    list_display = [
+        "name",
+        "kind",
+        "enabled",
+        "status_badge",
+        "token_present",
+        "token_expires_at",
+        "last_checked_at",
+        "last_error_short",
+    ]
+    list_filter = ["kind", "enabled", "status"]
+    search_fields = ["name", "client_id"]
+    readonly_fields = [
+        "status",
+        "secrets_state",
+        "last_error",
+        "last_checked_at",
+        "effective_urls",
+    ]
+    actions = [load_instrument_master]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "enabled", "client_id"]}),
+        (
+            "Secrets (write-only)",
+            {
+                "fields": [
+                    "secrets_state",
+                    "new_access_token",
+                    "clear_access_token",
+                    "token_expires_at",
+                    "new_api_secret",
+                    "clear_api_secret",
+                ]
+            },
+        ),
+        ("Health", {"fields": ["status", "last_checked_at", "last_error"]}),
+        (
+            "Endpoints (blank = the broker's real hosts)",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "effective_urls",
+                    "rest_base_url",
+                    "feed_base_url",
+                    "login_base_url",
+                    "master_url",
+                ],
+            },
+        ),
+    ]
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: BrokerAccount) -> str:
+        colour = {"ok": "#1a7f37"}.get(obj.status, "#cf222e")
+        return format_html('<strong style="color:{}">{}</strong>', colour, obj.get_status_display())
+
+    @admin.display(description="Token", boolean=True)
+    def token_present(self, obj: BrokerAccount) -> bool:
+        return obj.has_token and not obj.token_expired()
+
+    @admin.display(description="Last error")
+    def last_error_short(self, obj: BrokerAccount) -> str:
+        return obj.last_error if len(obj.last_error) <= 80 else obj.last_error[:77] + "…"
+
+    @admin.display(description="Stored secrets")
+    def secrets_state(self, obj: BrokerAccount) -> str:
+        token = "set" if obj.has_token else "not set"
+        if obj.has_token and obj.token_expires_at:
+            when = timezone.localtime(obj.token_expires_at).strftime("%d %b %Y %H:%M %Z")
+            token += f", {'expired' if obj.token_expired() else 'expires'} {when}"
+        parts = [f"access token: {token}"]
+        if obj.kind == "upstox":
+            parts.append(f"API secret: {'set' if obj.api_secret else 'not set'}")
+        return "; ".join(parts)
+
+    @admin.display(description="Endpoints in use")
+    def effective_urls(self, obj: BrokerAccount) -> str:
+        if not obj.kind or obj.kind not in REGISTRY:
+            return "-"
+        return format_html(
+            "REST {}<br>feed {}<br>login {}<br>master {}",
+            obj.effective_rest_base_url(),
+            obj.effective_feed_base_url(),
+            obj.effective_login_base_url(),
+            obj.effective_master_url(),
+        )
+
+
+@admin.register(Instrument)
+class InstrumentAdmin(admin.ModelAdmin):
+    list_display = [
+        "trading_symbol",
+        "account",
+        "segment",
+        "broker_id",
+        "kind",
+        "underlying",
+        "expiry",
+        "strike",
+        "option_type",
+        "lot_size",
+        "tick_size",
+    ]
+    list_filter = [
+        "account",
+        "kind",
+        ("underlying", admin.AllValuesFieldListFilter),
+        ("expiry", admin.AllValuesFieldListFilter),
+        "option_type",
+    ]
+    search_fields = ["trading_symbol", "broker_id", "underlying"]
+    list_select_related = ["account"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # instruments come from the broker's master (loadinstruments)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(TrackedChain)
+class TrackedChainAdmin(admin.ModelAdmin):
+    list_display = [
+        "underlying",
+        "account",
+        "index_instrument",
+        "expiries",
+        "strike_window",
+        "enabled",
+    ]
+    list_filter = ["account", "enabled"]
+    search_fields = ["underlying"]
+    autocomplete_fields = ["index_instrument"]

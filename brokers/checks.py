@@ -1,0 +1,108 @@
+"""System checks (``python manage.py check``; ``--database default`` for the account checks).
+
+Ids: optionsite.E001… errors, optionsite.W001… warnings. Each says what to do in its hint.
+The account checks read the database, so they are tagged ``database``: Django runs them on
+``check --database default`` and ``migrate``; ``runfeed`` runs them before it starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import connections
+
+ADMIN_ACCOUNTS = "admin → Broker accounts"
+
+
+@register(Tags.compatibility)
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E004: an in-memory channel layer cannot connect feed workers to web processes."""
+    backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
+    if backend.endswith("InMemoryChannelLayer") and not settings.DEBUG:
+        return [
+            Error(
+                "The channel layer is in-memory while DJANGO_DEBUG is off.",
+                hint="Live updates cross processes through Redis: unset CHANNEL_LAYER (or set it "
+                "to 'redis') and point REDIS_URL at your Redis server.",
+                id="optionsite.E004",
+            )
+        ]
+    return []
+
+
+def _migrated(alias: str) -> bool:
+    with connections[alias].cursor() as cursor:
+        tables = connections[alias].introspection.table_names(cursor)
+    return "brokers_brokeraccount" in tables and "brokers_trackedchain" in tables
+
+
+@register(Tags.database)
+def check_accounts(
+    app_configs: Any = None, databases: list[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """W001 no enabled account · E001 missing credentials · W002 missing token · E002 no
+    instruments for a tracked chain."""
+    if not databases or "default" not in databases or not _migrated("default"):
+        return []  # nothing to check before `migrate` has created the tables
+    from .models import BrokerAccount, Instrument, InstrumentKind, TrackedChain
+
+    messages: list[CheckMessage] = []
+    accounts = list(BrokerAccount.objects.filter(enabled=True))
+    if not accounts:
+        messages.append(
+            Warning(
+                "No enabled broker account: no chain can be fed.",
+                hint=f"Add one in {ADMIN_ACCOUNTS}, run `python manage.py syncaccounts "
+                "--from-env`, or `python manage.py simaccounts` for the simulator.",
+                id="optionsite.W001",
+            )
+        )
+    for account in accounts:
+        missing = account.missing_static_credentials()
+        if missing:
+            messages.append(
+                Error(
+                    f"Broker account '{account.name}' ({account.get_kind_display()}) is enabled "
+                    f"but has no {' and no '.join(missing)}.",
+                    hint=f"Enter the {' and '.join(missing)} in {ADMIN_ACCOUNTS} → "
+                    f"{account.name}, or disable the account.",
+                    obj=account,
+                    id="optionsite.E001",
+                )
+            )
+        if not account.has_token:
+            how = (
+                "log in from admin (Log in to Upstox)"
+                if account.kind == "upstox"
+                else f"paste the DhanHQ access token in {ADMIN_ACCOUNTS} → {account.name}"
+            )
+            messages.append(
+                Warning(
+                    f"Broker account '{account.name}' has no access token: its feed cannot start.",
+                    hint=f"To get one, {how}.",
+                    obj=account,
+                    id="optionsite.W002",
+                )
+            )
+    chains = TrackedChain.objects.filter(enabled=True, account__enabled=True).select_related(
+        "account"
+    )
+    for chain in chains:
+        has_options = Instrument.objects.filter(
+            account=chain.account, underlying=chain.underlying, kind=InstrumentKind.OPTION
+        ).exists()
+        if not has_options:
+            messages.append(
+                Error(
+                    f"Tracked chain {chain.underlying} on account '{chain.account.name}' has no "
+                    "option instruments.",
+                    hint=f"Load the instrument master: python manage.py loadinstruments "
+                    f"--account {chain.account.name} (or the admin action 'Load instrument "
+                    "master').",
+                    obj=chain,
+                    id="optionsite.E002",
+                )
+            )
+    return messages

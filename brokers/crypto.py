@@ -1,0 +1,44 @@
+"""Encryption of broker secrets at rest (Fernet, keys from settings.FIELD_ENCRYPTION_KEYS).
+
+The first key encrypts; every key decrypts, so a key can be rotated by prepending a new one and
+re-saving accounts (``python manage.py rotatesecrets``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+
+from .exceptions import SecretDecryptionError
+
+
+@lru_cache(maxsize=4)
+def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    return MultiFernet([Fernet(key.encode()) for key in keys])
+
+
+def _current() -> MultiFernet:
+    return _fernet(tuple(settings.FIELD_ENCRYPTION_KEYS))
+
+
+def encrypt(plaintext: str) -> str:
+    """Return the Fernet token (ASCII text) for ``plaintext``."""
+    return _current().encrypt(plaintext.encode()).decode("ascii")
+
+
+def decrypt(token: str, *, label: str) -> str:
+    """Return the plaintext of ``token``.
+
+    Raises SecretDecryptionError (naming ``label``, never the value) when no configured key
+    decrypts it: FIELD_ENCRYPTION_KEY was changed without keeping the old key.
+    """
+    try:
+        return _current().decrypt(token.encode("ascii")).decode()
+    except (InvalidToken, UnicodeError):
+        raise SecretDecryptionError(
+            f"Cannot decrypt {label}: it was encrypted with a key that is not in "
+            "FIELD_ENCRYPTION_KEY. Restore the old key (keys may be listed comma-separated, new "
+            "key first) or enter the secret again in admin → Broker accounts."
+        ) from None

@@ -1,0 +1,70 @@
+"""Exceptions of the broker layer. Pure Python: importable without Django."""
+
+from __future__ import annotations
+
+
+class CodecError(ValueError):
+    """A broker frame could not be decoded; carries where and what."""
+
+    def __init__(
+        self, message: str, *, offset: int, code: int | None = None, length: int | None = None
+    ) -> None:
+        self.offset = offset
+        self.code = code
+        self.length = length
+        detail = f"offset={offset}"
+        if code is not None:
+            detail += f" code={code}"
+        if length is not None:
+            detail += f" length={length}"
+        super().__init__(f"{message} ({detail})")
+
+
+class BrokerError(Exception):
+    """A broker call failed; `permanent` says whether retrying can help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        broker: str,
+        permanent: bool,
+        code: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        self.message = message
+        self.broker = broker
+        self.permanent = permanent
+        self.code = code
+        self.http_status = http_status
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [self.broker]
+        if self.code:
+            parts.append(self.code)
+        if self.http_status is not None:
+            parts.append(f"HTTP {self.http_status}")
+        kind = "permanent" if self.permanent else "transient"
+        return f"{self.message} [{', '.join(parts)}; {kind}]"
+
+
+class UnknownBrokerKind(LookupError):
+    """A broker kind that no adapter is registered for."""
+
+
+class InstrumentFileError(ValueError):
+    """An instrument master file is malformed; carries the row number and reason."""
+
+    def __init__(self, message: str, *, row: int | None = None) -> None:
+        self.row = row
+        self.reason = message
+        super().__init__(f"row {row}: {message}" if row is not None else message)
+
+
+class SecretDecryptionError(RuntimeError):
+    """A stored secret cannot be decrypted with the configured FIELD_ENCRYPTION_KEY."""
+
+
+class InstrumentLoadError(RuntimeError):
+    """An instrument master could not be loaded (download failed, would break chains, empty)."""

@@ -1,0 +1,280 @@
+"""Loading an account's instrument master into the database (service).
+
+``instruments_load`` replaces an account's instruments **atomically**: rows are upserted in
+batches inside one transaction, then every instrument the new file no longer lists is removed.
+Any malformed row, a duplicate id, an empty result, or the removal of an index a tracked chain
+uses aborts the transaction and leaves the previous master untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import IO, BinaryIO
+
+import httpx
+from django.db import transaction
+from django.db.models import Max, ProtectedError
+
+from .exceptions import InstrumentFileError, InstrumentLoadError
+from .masters import InstrumentRecord, KeepFilter
+from .models import BrokerAccount, Instrument
+from .registry import get_spec
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 2000
+DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, read=120.0)
+_UPDATE_FIELDS = [
+    "segment",
+    "trading_symbol",
+    "kind",
+    "underlying",
+    "expiry",
+    "strike",
+    "option_type",
+    "lot_size",
+    "tick_size",
+    "exchange_token",
+    "load_generation",
+]
+
+
+@dataclass
+class LoadReport:
+    """What a load did. ``counts`` maps (underlying, kind, expiry) → instruments kept."""
+
+    account: str
+    source: str
+    kept: int = 0
+    created: int = 0
+    updated: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+    counts: Counter[tuple[str, str, date | None]] = field(default_factory=Counter)
+
+    def summary_lines(self) -> list[str]:
+        """Human-readable lines: totals, then one per underlying/expiry."""
+        lines = [
+            f"{self.account}: {self.kept} instruments from {self.source} in {self.seconds:.1f}s "
+            f"({self.created} new, {self.updated} updated, {self.removed} removed)"
+        ]
+        for (underlying, kind, expiry), count in sorted(
+            self.counts.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or date.min)
+        ):
+            when = expiry.isoformat() if expiry else "-"
+            lines.append(f"  {underlying:<12} {kind:<7} {when:<10} {count:>6}")
+        return lines
+
+
+class CountingReader:
+    """A binary file wrapper that reports how many bytes were read (for progress bars)."""
+
+    def __init__(self, raw: BinaryIO, on_read: Callable[[int], None]) -> None:
+        self._raw = raw
+        self._on_read = on_read
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._on_read(len(data))
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        count = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        self._on_read(count or 0)
+        return count
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+    def close(self) -> None:
+        """The caller owns the underlying file; wrappers (TextIOWrapper) must not close it."""
+
+    def flush(self) -> None:
+        """Nothing to flush: read-only."""
+
+
+def _batches(records: Iterator[InstrumentRecord], size: int) -> Iterator[list[InstrumentRecord]]:
+    batch: list[InstrumentRecord] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def instruments_load(
+    *,
+    account: BrokerAccount,
+    stream: BinaryIO,
+    source_name: str,
+    keep: KeepFilter,
+    batch_size: int = BATCH_SIZE,
+) -> LoadReport:
+    """Parse ``stream`` with the account's broker parser and replace its instruments.
+
+    Returns a LoadReport. Raises InstrumentFileError (row number + reason) for a malformed
+    file and InstrumentLoadError when the result would break tracked chains or is empty; in
+    both cases nothing was changed.
+    """
+    spec = get_spec(account.kind)
+    report = LoadReport(account=account.name, source=source_name)
+    started = time.monotonic()
+    seen: set[str] = set()
+    with transaction.atomic():
+        existing = Instrument.objects.filter(account=account)
+        before = existing.count()
+        generation = (existing.aggregate(g=Max("load_generation"))["g"] or 0) + 1
+        records = spec.parse_master(stream, source_name, keep)
+        for batch in _batches(records, batch_size):
+            rows = []
+            for record in batch:
+                if record.broker_id in seen:
+                    raise InstrumentFileError(
+                        f"instrument id {record.broker_id} appears more than once"
+                    )
+                seen.add(record.broker_id)
+                report.counts[(record.underlying, record.kind, record.expiry)] += 1
+                rows.append(_instrument(account, record, generation))
+            Instrument.objects.bulk_create(
+                rows,
+                update_conflicts=True,
+                unique_fields=["account", "broker_id"],
+                update_fields=_UPDATE_FIELDS,
+            )
+        report.kept = len(seen)
+        if report.kept == 0:
+            raise InstrumentLoadError(
+                f"No instruments kept from {source_name}: the file lists no index, index future "
+                "or index option the filters allow. The previous master is unchanged."
+            )
+        try:
+            report.removed, _ = (
+                Instrument.objects.filter(account=account)
+                .exclude(load_generation=generation)
+                .delete()
+            )
+        except ProtectedError as exc:
+            used = sorted({str(obj) for obj in exc.protected_objects})
+            raise InstrumentLoadError(
+                f"The new master no longer lists the index instrument of tracked chain(s) "
+                f"{', '.join(used)}. Fix the file, or change those chains in admin → Tracked "
+                "chains first. The previous master is unchanged."
+            ) from None
+        report.updated = before - report.removed  # existing ids the new file lists again
+        report.created = report.kept - report.updated
+    report.seconds = time.monotonic() - started
+    logger.info(
+        "Loaded %d instruments for account %s from %s (%d new, %d updated, %d removed)",
+        report.kept,
+        account.name,
+        source_name,
+        report.created,
+        report.updated,
+        report.removed,
+    )
+    return report
+
+
+def _instrument(account: BrokerAccount, record: InstrumentRecord, generation: int) -> Instrument:
+    return Instrument(
+        account=account,
+        segment=record.segment,
+        broker_id=record.broker_id,
+        trading_symbol=record.trading_symbol[:128],
+        kind=record.kind,
+        underlying=record.underlying,
+        expiry=record.expiry,
+        strike=record.strike,
+        option_type=record.option_type,
+        lot_size=record.lot_size,
+        tick_size=record.tick_size,
+        exchange_token=record.exchange_token,
+        load_generation=generation,
+    )
+
+
+def download_master(
+    url: str, dest: IO[bytes], *, on_progress: Callable[[int, int | None], None] | None = None
+) -> int:
+    """Stream ``url`` into ``dest``; returns bytes written.
+
+    ``on_progress(bytes_so_far, total_or_None)`` is called per chunk. Raises
+    InstrumentLoadError with the URL and the HTTP status or network error.
+    """
+    written = 0
+    try:
+        with httpx.stream("GET", url, timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as resp:
+            if resp.status_code != 200:
+                raise InstrumentLoadError(
+                    f"Downloading the instrument master from {url} failed: HTTP "
+                    f"{resp.status_code}. Check the account's master URL or try again later."
+                )
+            total = (
+                int(resp.headers["content-length"]) if "content-length" in resp.headers else None
+            )
+            for chunk in resp.iter_raw():
+                dest.write(chunk)
+                written += len(chunk)
+                if on_progress is not None:
+                    on_progress(written, total)
+    except httpx.HTTPError as exc:
+        raise InstrumentLoadError(
+            f"Downloading the instrument master from {url} failed: {exc.__class__.__name__}: "
+            f"{exc}. Check the network and the account's master URL."
+        ) from exc
+    dest.flush()
+    dest.seek(0)
+    return written
+
+
+@contextlib.contextmanager
+def open_master(
+    *,
+    path: Path | None = None,
+    url: str | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> Iterator[tuple[BinaryIO, str]]:
+    """Yield (seekable binary stream, source name) for a local file or a downloaded URL.
+
+    The name keeps the file's suffix (``.csv``, ``.json``, ``.json.gz``) for the parsers.
+    """
+    if (path is None) == (url is None):
+        raise ValueError("give exactly one of path or url")
+    if path is not None:
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise InstrumentLoadError(f"Cannot open {path}: {exc.strerror}.") from exc
+        with handle:
+            yield handle, str(path)
+        return
+    assert url is not None
+    with tempfile.TemporaryFile(prefix="optionsite-master-") as temp:
+        download_master(url, temp, on_progress=on_progress)
+        yield temp, url.split("?", 1)[0]

@@ -1,0 +1,213 @@
+"""Broker accounts, instruments and tracked chains."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from .fields import EncryptedSecretField
+from .registry import REGISTRY, get_spec
+from .secret import Secret
+
+
+class BrokerKind(models.TextChoices):
+    DHAN = "dhan", "DhanHQ"
+    UPSTOX = "upstox", "Upstox"
+
+
+class AccountStatus(models.TextChoices):
+    OK = "ok", "OK"
+    TOKEN_MISSING = "token_missing", "Token missing"
+    TOKEN_EXPIRED = "token_expired", "Token expired"
+    AUTH_FAILED = "auth_failed", "Authentication failed"
+    ERROR = "error", "Error"
+
+
+class BrokerAccount(models.Model):
+    """One login at a broker: credentials, endpoints and its last known health.
+
+    Secrets (access token, API secret) are ``Secret`` objects encrypted at rest; they are
+    never part of ``repr``/``str`` and admin never renders them.
+    """
+
+    name = models.SlugField(max_length=64, unique=True, help_text="Unique short name, e.g. 'main'.")
+    kind = models.CharField(max_length=16, choices=BrokerKind.choices)
+    enabled = models.BooleanField(default=True)
+    client_id = models.CharField(
+        max_length=128, blank=True, help_text="DhanHQ client id, or the Upstox API key."
+    )
+    access_token = EncryptedSecretField()
+    api_secret = EncryptedSecretField(help_text="Upstox API secret (unused for DhanHQ).")
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    rest_base_url = models.URLField(blank=True, help_text="Blank: the broker's real REST host.")
+    feed_base_url = models.CharField(
+        max_length=200, blank=True, help_text="Blank: the broker's real feed host (ws/wss URL)."
+    )
+    login_base_url = models.URLField(blank=True, help_text="Blank: the broker's real login host.")
+    master_url = models.URLField(
+        max_length=300, blank=True, help_text="Blank: the broker's published instrument master."
+    )
+    status = models.CharField(
+        max_length=16, choices=AccountStatus.choices, default=AccountStatus.TOKEN_MISSING
+    )
+    last_error = models.TextField(blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.kind and self.kind not in REGISTRY:
+            raise ValidationError({"kind": f"Unknown broker kind {self.kind!r}."})
+
+    # --- endpoints -----------------------------------------------------------------------
+
+    def effective_rest_base_url(self) -> str:
+        return self.rest_base_url or get_spec(self.kind).rest_base_url
+
+    def effective_feed_base_url(self) -> str:
+        return self.feed_base_url or get_spec(self.kind).feed_base_url
+
+    def effective_login_base_url(self) -> str:
+        return self.login_base_url or get_spec(self.kind).login_base_url
+
+    def effective_master_url(self) -> str:
+        return self.master_url or get_spec(self.kind).master_url
+
+    # --- credentials ----------------------------------------------------------------------
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self.access_token)
+
+    def missing_static_credentials(self) -> list[str]:
+        """Human names of required credentials that are empty (besides the daily token)."""
+        spec = get_spec(self.kind)
+        return [spec.field_labels[f] for f in spec.required_static if not getattr(self, f)]
+
+    def set_access_token(self, token: str, *, expires_at: object = None) -> None:
+        """Store a new access token (not saved): resets a token-related failed status."""
+        self.access_token = Secret(token)
+        self.token_expires_at = expires_at  # type: ignore[assignment]
+        if token:
+            if self.status in {
+                AccountStatus.TOKEN_MISSING,
+                AccountStatus.TOKEN_EXPIRED,
+                AccountStatus.AUTH_FAILED,
+            }:
+                self.status = AccountStatus.OK
+                self.last_error = ""
+        else:
+            self.status = AccountStatus.TOKEN_MISSING
+
+    def token_expired(self, *, now: object = None) -> bool:
+        """True when the stored token has a known expiry that has passed."""
+        if self.token_expires_at is None:
+            return False
+        return self.token_expires_at <= (now or timezone.now())
+
+
+class InstrumentKind(models.TextChoices):
+    INDEX = "index", "Index"
+    FUTURE = "future", "Future"
+    OPTION = "option", "Option"
+
+
+class OptionType(models.TextChoices):
+    CALL = "CE", "Call"
+    PUT = "PE", "Put"
+
+
+class Instrument(models.Model):
+    """One row of an account's instrument master (only what the product needs)."""
+
+    account = models.ForeignKey(BrokerAccount, on_delete=models.CASCADE, related_name="instruments")
+    segment = models.CharField(max_length=16, help_text="Exchange segment as the broker names it.")
+    broker_id = models.CharField(
+        max_length=64, help_text="DhanHQ security id, or the Upstox instrument key."
+    )
+    trading_symbol = models.CharField(max_length=128)
+    kind = models.CharField(max_length=8, choices=InstrumentKind.choices)
+    underlying = models.CharField(max_length=32)
+    expiry = models.DateField(null=True, blank=True)
+    strike = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    option_type = models.CharField(max_length=2, choices=OptionType.choices, blank=True)
+    lot_size = models.PositiveIntegerField()
+    tick_size = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True, help_text="In rupees."
+    )
+    exchange_token = models.CharField(max_length=32, blank=True)
+    load_generation = models.PositiveIntegerField(default=0, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "broker_id"], name="instrument_unique_id"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["account", "underlying", "expiry", "strike", "option_type"],
+                name="instrument_chain_lookup",
+            ),
+            models.Index(fields=["account", "kind", "underlying"], name="instrument_kind_lookup"),
+        ]
+        ordering = ["underlying", "expiry", "strike", "option_type"]
+
+    def __str__(self) -> str:
+        return f"{self.trading_symbol} ({self.broker_id})"
+
+
+class TrackedChain(models.Model):
+    """An option chain the feed follows: an underlying's nearest expiries around ATM."""
+
+    account = models.ForeignKey(BrokerAccount, on_delete=models.CASCADE, related_name="chains")
+    underlying = models.CharField(max_length=32, help_text="Symbol, e.g. NIFTY.")
+    index_instrument = models.ForeignKey(
+        Instrument,
+        on_delete=models.PROTECT,
+        related_name="tracked_chains",
+        help_text="The underlying's index instrument (its spot price).",
+    )
+    expiries = models.PositiveSmallIntegerField(
+        default=2, help_text="How many of the nearest expiries to follow."
+    )
+    strike_window = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Strikes on each side of ATM to follow; blank follows every strike.",
+    )
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "underlying"], name="tracked_chain_unique"),
+            models.CheckConstraint(
+                condition=models.Q(expiries__gte=1), name="tracked_chain_expiries_positive"
+            ),
+        ]
+        ordering = ["underlying"]
+
+    def __str__(self) -> str:
+        return f"{self.underlying} @ {self.account_id and self.account.name}"
+
+    def clean(self) -> None:
+        self.underlying = self.underlying.strip().upper()
+        if self.index_instrument_id is None or self.account_id is None:
+            return
+        index = self.index_instrument
+        errors = {}
+        if index.account_id != self.account_id:
+            errors["index_instrument"] = "The index instrument belongs to another account."
+        elif index.kind != InstrumentKind.INDEX:
+            errors["index_instrument"] = "Choose an index instrument (kind 'index')."
+        elif index.underlying != self.underlying:
+            errors["index_instrument"] = (
+                f"This is the index of {index.underlying}, not {self.underlying}."
+            )
+        if errors:
+            raise ValidationError(errors)

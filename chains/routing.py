@@ -1,0 +1,7 @@
+"""WebSocket routes (served through optionsite.asgi)."""
+
+from __future__ import annotations
+
+from django.urls import URLPattern
+
+websocket_urlpatterns: list[URLPattern] = []

@@ -1,0 +1,7 @@
+"""optionsite: live option chains for Indian index options."""
+
+from __future__ import annotations
+
+from .celery import app as celery_app
+
+__all__ = ["celery_app"]

@@ -1,0 +1,13 @@
+"""The Celery application: Redis broker, tasks discovered in the apps (see settings)."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "optionsite.settings")
+
+app = Celery("optionsite")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
