@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -24,6 +25,12 @@ from .registry import REGISTRY
 from .secret import Secret
 
 _SECRET_WIDGET = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+
+
+def _formfield(field: models.Field, **kwargs: Any) -> forms.Field | None:
+    if isinstance(field, models.URLField):
+        kwargs["assume_scheme"] = "https"  # a scheme-less host is an https URL
+    return field.formfield(**kwargs)
 
 
 class BrokerAccountForm(forms.ModelForm):
@@ -46,6 +53,7 @@ class BrokerAccountForm(forms.ModelForm):
 
     class Meta:
         model = BrokerAccount
+        formfield_callback = _formfield
         fields = [
             "name",
             "kind",
@@ -109,6 +117,7 @@ def load_instrument_master(
 @admin.register(BrokerAccount)
 class BrokerAccountAdmin(admin.ModelAdmin):
     form = BrokerAccountForm
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = [
         "name",
         "kind",

@@ -9,6 +9,7 @@ uses aborts the transaction and leaves the previous master untouched.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 import time
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import httpx
 from django.db import transaction
@@ -74,24 +75,22 @@ class LoadReport:
         return lines
 
 
-class CountingReader:
-    """A binary file wrapper that reports how many bytes were read (for progress bars)."""
+class CountingReader(io.RawIOBase):
+    """A read-only raw stream over ``raw`` that reports bytes read (for progress bars).
+
+    Closing it leaves ``raw`` open: the caller owns the file.
+    """
 
     def __init__(self, raw: BinaryIO, on_read: Callable[[int], None]) -> None:
+        super().__init__()
         self._raw = raw
         self._on_read = on_read
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
-        self._on_read(len(data))
-        return data
-
-    def read1(self, size: int = -1) -> bytes:
-        return self.read(size)
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        count = self._raw.readinto(buffer)  # type: ignore[attr-defined]
-        self._on_read(count or 0)
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        count = len(data)
+        buffer[:count] = data
+        self._on_read(count)
         return count
 
     def readable(self) -> bool:
@@ -106,15 +105,10 @@ class CountingReader:
     def tell(self) -> int:
         return self._raw.tell()
 
-    @property
-    def closed(self) -> bool:
-        return self._raw.closed
 
-    def close(self) -> None:
-        """The caller owns the underlying file; wrappers (TextIOWrapper) must not close it."""
-
-    def flush(self) -> None:
-        """Nothing to flush: read-only."""
+def counting(raw: BinaryIO, on_read: Callable[[int], None]) -> BinaryIO:
+    """Return a buffered binary stream over ``raw`` that calls ``on_read(n)`` per read."""
+    return io.BufferedReader(CountingReader(raw, on_read), buffer_size=256 * 1024)  # type: ignore[return-value]
 
 
 def _batches(records: Iterator[InstrumentRecord], size: int) -> Iterator[list[InstrumentRecord]]:

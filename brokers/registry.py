@@ -42,7 +42,7 @@ def _parse_dhan(stream: BinaryIO, name: str, keep: KeepFilter) -> Iterator[Instr
 def _parse_upstox(stream: BinaryIO, name: str, keep: KeepFilter) -> Iterator[InstrumentRecord]:
     from .upstox.master import parse_instruments
 
-    return parse_instruments(stream, keep=keep, gzipped=name.endswith(".gz"))
+    return parse_instruments(stream, keep=keep)  # gzip detected from the content
 
 
 REGISTRY: dict[str, BrokerSpec] = {

@@ -6,93 +6,239 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='BrokerAccount',
+            name="BrokerAccount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(help_text="Unique short name, e.g. 'main'.", max_length=64, unique=True)),
-                ('kind', models.CharField(choices=[('dhan', 'DhanHQ'), ('upstox', 'Upstox')], max_length=16)),
-                ('enabled', models.BooleanField(default=True)),
-                ('client_id', models.CharField(blank=True, help_text='DhanHQ client id, or the Upstox API key.', max_length=128)),
-                ('access_token', brokers.fields.EncryptedSecretField(blank=True, default='')),
-                ('api_secret', brokers.fields.EncryptedSecretField(blank=True, default='', help_text='Upstox API secret (unused for DhanHQ).')),
-                ('token_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('rest_base_url', models.URLField(blank=True, help_text="Blank: the broker's real REST host.")),
-                ('feed_base_url', models.CharField(blank=True, help_text="Blank: the broker's real feed host (ws/wss URL).", max_length=200)),
-                ('login_base_url', models.URLField(blank=True, help_text="Blank: the broker's real login host.")),
-                ('master_url', models.URLField(blank=True, help_text="Blank: the broker's published instrument master.", max_length=300)),
-                ('status', models.CharField(choices=[('ok', 'OK'), ('token_missing', 'Token missing'), ('token_expired', 'Token expired'), ('auth_failed', 'Authentication failed'), ('error', 'Error')], default='token_missing', max_length=16)),
-                ('last_error', models.TextField(blank=True)),
-                ('last_checked_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.SlugField(
+                        help_text="Unique short name, e.g. 'main'.", max_length=64, unique=True
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("dhan", "DhanHQ"), ("upstox", "Upstox")], max_length=16
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "client_id",
+                    models.CharField(
+                        blank=True,
+                        help_text="DhanHQ client id, or the Upstox API key.",
+                        max_length=128,
+                    ),
+                ),
+                ("access_token", brokers.fields.EncryptedSecretField(blank=True, default="")),
+                (
+                    "api_secret",
+                    brokers.fields.EncryptedSecretField(
+                        blank=True, default="", help_text="Upstox API secret (unused for DhanHQ)."
+                    ),
+                ),
+                ("token_expires_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "rest_base_url",
+                    models.URLField(blank=True, help_text="Blank: the broker's real REST host."),
+                ),
+                (
+                    "feed_base_url",
+                    models.CharField(
+                        blank=True,
+                        help_text="Blank: the broker's real feed host (ws/wss URL).",
+                        max_length=200,
+                    ),
+                ),
+                (
+                    "login_base_url",
+                    models.URLField(blank=True, help_text="Blank: the broker's real login host."),
+                ),
+                (
+                    "master_url",
+                    models.URLField(
+                        blank=True,
+                        help_text="Blank: the broker's published instrument master.",
+                        max_length=300,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("ok", "OK"),
+                            ("token_missing", "Token missing"),
+                            ("token_expired", "Token expired"),
+                            ("auth_failed", "Authentication failed"),
+                            ("error", "Error"),
+                        ],
+                        default="token_missing",
+                        max_length=16,
+                    ),
+                ),
+                ("last_error", models.TextField(blank=True)),
+                ("last_checked_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Instrument',
+            name="Instrument",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('segment', models.CharField(help_text='Exchange segment as the broker names it.', max_length=16)),
-                ('broker_id', models.CharField(help_text='DhanHQ security id, or the Upstox instrument key.', max_length=64)),
-                ('trading_symbol', models.CharField(max_length=128)),
-                ('kind', models.CharField(choices=[('index', 'Index'), ('future', 'Future'), ('option', 'Option')], max_length=8)),
-                ('underlying', models.CharField(max_length=32)),
-                ('expiry', models.DateField(blank=True, null=True)),
-                ('strike', models.DecimalField(blank=True, decimal_places=2, max_digits=12, null=True)),
-                ('option_type', models.CharField(blank=True, choices=[('CE', 'Call'), ('PE', 'Put')], max_length=2)),
-                ('lot_size', models.PositiveIntegerField()),
-                ('tick_size', models.DecimalField(blank=True, decimal_places=4, help_text='In rupees.', max_digits=10, null=True)),
-                ('exchange_token', models.CharField(blank=True, max_length=32)),
-                ('load_generation', models.PositiveIntegerField(default=0, editable=False)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='instruments', to='brokers.brokeraccount')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "segment",
+                    models.CharField(
+                        help_text="Exchange segment as the broker names it.", max_length=16
+                    ),
+                ),
+                (
+                    "broker_id",
+                    models.CharField(
+                        help_text="DhanHQ security id, or the Upstox instrument key.", max_length=64
+                    ),
+                ),
+                ("trading_symbol", models.CharField(max_length=128)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("index", "Index"), ("future", "Future"), ("option", "Option")],
+                        max_length=8,
+                    ),
+                ),
+                ("underlying", models.CharField(max_length=32)),
+                ("expiry", models.DateField(blank=True, null=True)),
+                (
+                    "strike",
+                    models.DecimalField(blank=True, decimal_places=2, max_digits=12, null=True),
+                ),
+                (
+                    "option_type",
+                    models.CharField(
+                        blank=True, choices=[("CE", "Call"), ("PE", "Put")], max_length=2
+                    ),
+                ),
+                ("lot_size", models.PositiveIntegerField()),
+                (
+                    "tick_size",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=4,
+                        help_text="In rupees.",
+                        max_digits=10,
+                        null=True,
+                    ),
+                ),
+                ("exchange_token", models.CharField(blank=True, max_length=32)),
+                ("load_generation", models.PositiveIntegerField(default=0, editable=False)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="instruments",
+                        to="brokers.brokeraccount",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['underlying', 'expiry', 'strike', 'option_type'],
+                "ordering": ["underlying", "expiry", "strike", "option_type"],
             },
         ),
         migrations.CreateModel(
-            name='TrackedChain',
+            name="TrackedChain",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('underlying', models.CharField(help_text='Symbol, e.g. NIFTY.', max_length=32)),
-                ('expiries', models.PositiveSmallIntegerField(default=2, help_text='How many of the nearest expiries to follow.')),
-                ('strike_window', models.PositiveSmallIntegerField(blank=True, help_text='Strikes on each side of ATM to follow; blank follows every strike.', null=True)),
-                ('enabled', models.BooleanField(default=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chains', to='brokers.brokeraccount')),
-                ('index_instrument', models.ForeignKey(help_text="The underlying's index instrument (its spot price).", on_delete=django.db.models.deletion.PROTECT, related_name='tracked_chains', to='brokers.instrument')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("underlying", models.CharField(help_text="Symbol, e.g. NIFTY.", max_length=32)),
+                (
+                    "expiries",
+                    models.PositiveSmallIntegerField(
+                        default=2, help_text="How many of the nearest expiries to follow."
+                    ),
+                ),
+                (
+                    "strike_window",
+                    models.PositiveSmallIntegerField(
+                        blank=True,
+                        help_text="Strikes on each side of ATM to follow; blank follows every strike.",
+                        null=True,
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="chains",
+                        to="brokers.brokeraccount",
+                    ),
+                ),
+                (
+                    "index_instrument",
+                    models.ForeignKey(
+                        help_text="The underlying's index instrument (its spot price).",
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="tracked_chains",
+                        to="brokers.instrument",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['underlying'],
+                "ordering": ["underlying"],
             },
         ),
         migrations.AddIndex(
-            model_name='instrument',
-            index=models.Index(fields=['account', 'underlying', 'expiry', 'strike', 'option_type'], name='instrument_chain_lookup'),
+            model_name="instrument",
+            index=models.Index(
+                fields=["account", "underlying", "expiry", "strike", "option_type"],
+                name="instrument_chain_lookup",
+            ),
         ),
         migrations.AddIndex(
-            model_name='instrument',
-            index=models.Index(fields=['account', 'kind', 'underlying'], name='instrument_kind_lookup'),
+            model_name="instrument",
+            index=models.Index(
+                fields=["account", "kind", "underlying"], name="instrument_kind_lookup"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='instrument',
-            constraint=models.UniqueConstraint(fields=('account', 'broker_id'), name='instrument_unique_id'),
+            model_name="instrument",
+            constraint=models.UniqueConstraint(
+                fields=("account", "broker_id"), name="instrument_unique_id"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trackedchain',
-            constraint=models.UniqueConstraint(fields=('account', 'underlying'), name='tracked_chain_unique'),
+            model_name="trackedchain",
+            constraint=models.UniqueConstraint(
+                fields=("account", "underlying"), name="tracked_chain_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trackedchain',
-            constraint=models.CheckConstraint(condition=models.Q(('expiries__gte', 1)), name='tracked_chain_expiries_positive'),
+            model_name="trackedchain",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("expiries__gte", 1)), name="tracked_chain_expiries_positive"
+            ),
         ),
     ]

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from brokers.exceptions import InstrumentFileError, InstrumentLoadError
-from brokers.loading import CountingReader, instruments_load, open_master
+from brokers.loading import counting, instruments_load, open_master
 from brokers.masters import KINDS, KeepFilter
 from brokers.models import BrokerAccount
 
@@ -78,10 +78,9 @@ class Command(BaseCommand):
             with open_master(path=path, url=url, on_progress=downloading) as (stream, name):
                 bar.reset(total=_size(stream))
                 bar.set_description("parsing")
-                counted = CountingReader(stream, bar.update)
                 report = instruments_load(
                     account=account,
-                    stream=counted,  # type: ignore[arg-type]
+                    stream=counting(stream, bar.update),
                     source_name=name,
                     keep=keep,
                 )

@@ -1,0 +1,50 @@
+# optionsite — `make demo` runs the whole system on the simulator, `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+KEY_FILE := .local/field_encryption.key
+
+.PHONY: demo test lint pytest pytest-postgres proto bench clean help
+
+help:
+	@echo "make demo   — set up and run optionsite on the local simulator"
+	@echo "make test   — set up and run lint + the whole test suite"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+$(KEY_FILE):
+	@mkdir -p .local
+	@$(PY) -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())" > $@
+	@chmod 600 $@
+	@echo "Generated a local demo encryption key in $@ (git-ignored)."
+
+demo: $(STAMP) $(KEY_FILE)
+	DJANGO_DEBUG=1 $(PY) manage.py demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The suite runs on SQLite always, and again on PostgreSQL when DATABASE_URL points at one.
+pytest: $(STAMP)
+	env -u DATABASE_URL $(VENV)/bin/pytest -q
+
+pytest-postgres: $(STAMP)
+	@case "$${DATABASE_URL:-}" in \
+	  postgres://*|postgresql://*) echo "== again on PostgreSQL ($${DATABASE_URL%%@*}@…)"; $(VENV)/bin/pytest -q ;; \
+	  *) echo "== PostgreSQL pass skipped: DATABASE_URL does not point at PostgreSQL" ;; \
+	esac
+
+test: lint pytest pytest-postgres
+
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I brokers/upstox --python_out=brokers/upstox --pyi_out=brokers/upstox brokers/upstox/MarketDataFeedV3.proto
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,80 @@
+"""System checks name what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.checks import run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from brokers.models import BrokerAccount, Instrument, TrackedChain
+
+from .factories import dhan_account, upstox_account
+
+pytestmark = pytest.mark.django_db
+
+
+def ids() -> dict[str, str]:
+    return {m.id: m.msg for m in run_checks(databases=["default"]) if m.id.startswith("optionsite")}
+
+
+def test_no_enabled_account_warns():
+    BrokerAccount.objects.create(name="off", kind="dhan", client_id="1", enabled=False)
+    assert "optionsite.W001" in ids()
+
+
+def test_enabled_account_without_credentials_is_an_error():
+    BrokerAccount.objects.create(name="bare", kind="upstox")
+    found = ids()
+    assert "optionsite.E001" in found
+    assert "'bare'" in found["optionsite.E001"]
+    assert "API key and no API secret" in found["optionsite.E001"]
+    assert "optionsite.W002" in found  # and no token
+
+
+def test_complete_account_passes():
+    dhan_account()
+    found = ids()
+    assert not {"optionsite.W001", "optionsite.E001", "optionsite.W002"} & set(found)
+
+
+def test_upstox_without_token_warns_to_log_in():
+    upstox_account(token=False)
+    messages = {m.id: m for m in run_checks(databases=["default"])}
+    assert "Log in to Upstox" in messages["optionsite.W002"].hint
+
+
+def test_tracked_chain_without_instruments_is_an_error():
+    account = dhan_account()
+    index = Instrument.objects.create(
+        account=account, segment="IDX_I", broker_id="13", trading_symbol="NIFTY", kind="index",
+        underlying="NIFTY", lot_size=1,
+    )  # fmt: skip
+    TrackedChain.objects.create(account=account, underlying="NIFTY", index_instrument=index)
+    found = ids()
+    assert "optionsite.E002" in found
+    messages = {m.id: m for m in run_checks(databases=["default"])}
+    assert "loadinstruments --account main" in messages["optionsite.E002"].hint
+
+
+def test_database_checks_skip_without_database_flag():
+    BrokerAccount.objects.create(name="bare", kind="upstox")
+    assert not [m for m in run_checks() if m.id.startswith("optionsite.E001")]
+
+
+def test_in_memory_channel_layer_outside_debug_is_an_error(settings):
+    settings.DEBUG = False
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert "optionsite.E004" in {m.id for m in run_checks()}
+    settings.DEBUG = True
+    assert "optionsite.E004" not in {m.id for m in run_checks()}
+
+
+def test_check_command_prints_the_hint():
+    BrokerAccount.objects.create(name="bare", kind="dhan")
+    with pytest.raises(SystemCheckError) as err:
+        call_command("check", "--database", "default", stdout=io.StringIO())
+    assert "optionsite.E001" in str(err.value)
+    assert "HINT: Enter the client id in admin → Broker accounts → bare" in str(err.value)
