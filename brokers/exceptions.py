@@ -39,6 +39,13 @@ class BrokerError(Exception):
         self.http_status = http_status
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments: rebuild explicitly so Celery can pickle the error.
+        return (
+            _rebuild_broker_error,
+            (self.message, self.broker, self.permanent, self.code, self.http_status),
+        )
+
     def __str__(self) -> str:
         parts = [self.broker]
         if self.code:
@@ -47,6 +54,18 @@ class BrokerError(Exception):
             parts.append(f"HTTP {self.http_status}")
         kind = "permanent" if self.permanent else "transient"
         return f"{self.message} [{', '.join(parts)}; {kind}]"
+
+
+def _rebuild_broker_error(
+    message: str, broker: str, permanent: bool, code: str | None, http_status: int | None
+) -> BrokerError:
+    return BrokerError(
+        message, broker=broker, permanent=permanent, code=code, http_status=http_status
+    )
+
+
+class PayloadError(ValueError):
+    """A broker answer did not have the documented shape."""
 
 
 class UnknownBrokerKind(LookupError):
