@@ -242,6 +242,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT") or BASE_DIR / ".local" / "staticfiles")
+# daphne serves /static/ itself unless a proxy in front does (then set this to 0).
+SERVE_STATIC = env_bool("DJANGO_SERVE_STATIC", True)
 
 # --- production hardening (python manage.py check --deploy is clean) ---------------------------
 

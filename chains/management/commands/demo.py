@@ -1,0 +1,209 @@
+"""python manage.py demo — set up and run optionsite locally (what `make demo` calls).
+
+Makes sure Redis is reachable (REDIS_URL; else a redis-server from PATH with its files under
+.local/redis; else apt on Debian as root; else stops with the exact instruction), migrates,
+creates the demo login, then starts every process and supervises them: Ctrl-C (or SIGTERM)
+stops them all cleanly; if one dies, the others are stopped and the exit code says so.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+DEMO_USER = "demo"
+
+
+class Command(BaseCommand):
+    help = "Set up and run optionsite locally: Redis check, migrate, demo login, web server."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8000")))
+        parser.add_argument(
+            "--setup-only", action="store_true", help="Prepare everything, start nothing."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        local = Path(settings.LOCAL_DIR)
+        local.mkdir(exist_ok=True)
+        self.redis_proc = ensure_redis(settings.REDIS_URL, local / "redis", self.stdout.write)
+        call_command("migrate", verbosity=0, interactive=False)
+        password = ensure_demo_user(local / "demo-password")
+        if options["setup_only"]:
+            self.stdout.write("Setup done.")
+            self._stop_redis()
+            return
+        host, port = options["host"], options["port"]
+        if not port_free(host, port):
+            raise CommandError(
+                f"Port {port} on {host} is in use: stop what runs there or choose another "
+                "port (DEMO_PORT=8001 make demo)."
+            )
+        processes = {
+            "web": [
+                sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
+                "optionsite.asgi:application",
+            ],
+        }  # fmt: skip
+        url = f"http://{host}:{port}/"
+        supervisor = Supervisor(processes, self.stdout.write)
+        try:
+            supervisor.start()
+            wait_for_port(host, port, timeout=30)
+            self.stdout.write(self.style.SUCCESS(f"\noptionsite is running at {url}"))
+            self.stdout.write(
+                f"Log in as '{DEMO_USER}' with password '{password}' (admin: {url}admin/)"
+            )
+            self.stdout.write("Press Ctrl-C to stop.\n")
+            code = supervisor.wait()
+        finally:
+            supervisor.stop()
+            self._stop_redis()
+        if code:
+            raise CommandError(f"A demo process exited with code {code}; everything was stopped.")
+
+    def _stop_redis(self) -> None:
+        if self.redis_proc is not None:
+            self.redis_proc.terminate()
+            self.redis_proc.wait(timeout=10)
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) != 0
+
+
+def wait_for_port(host: str, port: int, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not port_free(host, port):
+            return
+        time.sleep(0.2)
+    raise CommandError(f"Nothing listens on {host}:{port} after {timeout:.0f}s.")
+
+
+def redis_reachable(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
+    finally:
+        client.close()
+
+
+def ensure_redis(url: str, folder: Path, say: Any) -> subprocess.Popen[bytes] | None:
+    """Return None when REDIS_URL answers, else the redis-server process started for it.
+
+    Raises CommandError with the exact instruction when no Redis can be had.
+    """
+    if redis_reachable(url):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or parts.hostname not in {"127.0.0.1", "localhost"}:
+        raise CommandError(f"Redis at {url} does not answer: start it, or fix REDIS_URL.")
+    server = shutil.which("redis-server")
+    if server is None and Path("/etc/debian_version").exists() and os.geteuid() == 0:
+        say("redis-server not found: installing it with apt (Debian, root)…")
+        subprocess.run(["apt-get", "install", "-y", "-q", "redis-server"], check=True)
+        server = shutil.which("redis-server")
+    if server is None:
+        raise CommandError(
+            f"Redis at {url} does not answer and redis-server is not installed. Install it "
+            "(Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) "
+            "or set REDIS_URL to a running Redis, then run make demo again."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    port = str(parts.port or 6379)
+    say(f"Starting redis-server on 127.0.0.1:{port} (files in {folder})…")
+    proc = subprocess.Popen(
+        [server, "--bind", "127.0.0.1", "--port", port, "--dir", str(folder), "--save", "",
+         "--appendonly", "no", "--logfile", str(folder / "redis.log")],
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not redis_reachable(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise CommandError(f"redis-server did not start: see {folder / 'redis.log'}.")
+        time.sleep(0.1)
+    return proc
+
+
+def ensure_demo_user(password_file: Path) -> str:
+    """Create (or reset) the demo superuser; its random password is kept in a local file."""
+    if password_file.exists():
+        password = password_file.read_text().strip()
+    else:
+        password = secrets.token_urlsafe(12)
+        password_file.write_text(password + "\n")
+        password_file.chmod(0o600)
+    user_model = get_user_model()
+    user, _ = user_model.objects.get_or_create(username=DEMO_USER)
+    user.is_staff = user.is_superuser = True
+    user.set_password(password)
+    user.save()
+    return password
+
+
+class Supervisor:
+    """Starts named child processes and stops them together (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, commands: dict[str, list[str]], say: Any) -> None:
+        self.commands = commands
+        self.say = say
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        for name, argv in self.commands.items():
+            self.say(f"starting {name}: {' '.join(argv[1:4])} …")
+            self.procs[name] = subprocess.Popen(argv, start_new_session=True)
+
+    def wait(self) -> int:
+        """Block until Ctrl-C/SIGTERM (returns 0) or a child exits (returns its code or 1)."""
+        stop = {"now": False}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            stop["now"] = True
+
+        previous = signal.signal(signal.SIGTERM, on_signal)
+        try:
+            while not stop["now"]:
+                for name, proc in self.procs.items():
+                    code = proc.poll()
+                    if code is not None:
+                        self.say(f"{name} exited with code {code}")
+                        return code or 1
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            self.say("\nstopping…")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return 0
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"{name} did not stop in time: killing it")
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
