@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import httpx
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max, ProtectedError
 
 from .exceptions import InstrumentFileError, InstrumentLoadError
@@ -145,8 +145,8 @@ def instruments_load(
         before = existing.count()
         generation = (existing.aggregate(g=Max("load_generation"))["g"] or 0) + 1
         records = spec.parse_master(stream, source_name, keep)
+        upsert = _Upserter(account.pk, generation)
         for batch in _batches(records, batch_size):
-            rows = []
             for record in batch:
                 if record.broker_id in seen:
                     raise InstrumentFileError(
@@ -154,13 +154,7 @@ def instruments_load(
                     )
                 seen.add(record.broker_id)
                 report.counts[(record.underlying, record.kind, record.expiry)] += 1
-                rows.append(_instrument(account, record, generation))
-            Instrument.objects.bulk_create(
-                rows,
-                update_conflicts=True,
-                unique_fields=["account", "broker_id"],
-                update_fields=_UPDATE_FIELDS,
-            )
+            upsert(batch)
         report.kept = len(seen)
         if report.kept == 0:
             raise InstrumentLoadError(
@@ -195,22 +189,61 @@ def instruments_load(
     return report
 
 
-def _instrument(account: BrokerAccount, record: InstrumentRecord, generation: int) -> Instrument:
-    return Instrument(
-        account=account,
-        segment=record.segment,
-        broker_id=record.broker_id,
-        trading_symbol=record.trading_symbol[:128],
-        kind=record.kind,
-        underlying=record.underlying,
-        expiry=record.expiry,
-        strike=record.strike,
-        option_type=record.option_type,
-        lot_size=record.lot_size,
-        tick_size=record.tick_size,
-        exchange_token=record.exchange_token,
-        load_generation=generation,
-    )
+class _Upserter:
+    """Batched ``INSERT … ON CONFLICT (account, broker id) DO UPDATE`` with executemany.
+
+    The ORM's bulk_create spends most of a 250,000-row load compiling SQL per batch; one
+    prepared statement run with executemany is several times faster. The statement is the
+    same on SQLite (3.24+) and PostgreSQL.
+    """
+
+    def __init__(self, account_id: int, generation: int) -> None:
+        meta = Instrument._meta
+        self.columns = [
+            "account_id",
+            "broker_id",
+            *[meta.get_field(f).column for f in _UPDATE_FIELDS],
+        ]
+        quote = connection.ops.quote_name
+        names = ", ".join(quote(c) for c in self.columns)
+        marks = ", ".join(["%s"] * len(self.columns))
+        updates = ", ".join(
+            f"{quote(c)} = EXCLUDED.{quote(c)}"
+            for c in self.columns
+            if c not in {"account_id", "broker_id"}
+        )
+        # Only identifiers from the model's own metadata are interpolated; values are parameters.
+        self.sql = (
+            f"INSERT INTO {quote(meta.db_table)} ({names}) VALUES ({marks}) "  # noqa: S608
+            f"ON CONFLICT ({quote('account_id')}, {quote('broker_id')}) DO UPDATE SET {updates}"
+        )
+        self.account_id = account_id
+        self.generation = generation
+        self.decimal = connection.ops.adapt_decimalfield_value
+        self.date = connection.ops.adapt_datefield_value
+
+    def __call__(self, batch: list[InstrumentRecord]) -> None:
+        decimal, day = self.decimal, self.date
+        params = [
+            (
+                self.account_id,
+                r.broker_id,
+                r.segment,
+                r.trading_symbol[:128],
+                r.kind,
+                r.underlying,
+                day(r.expiry),
+                decimal(r.strike, 12, 2) if r.strike is not None else None,
+                r.option_type,
+                r.lot_size,
+                decimal(r.tick_size, 10, 4) if r.tick_size is not None else None,
+                r.exchange_token,
+                self.generation,
+            )
+            for r in batch
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(self.sql, params)
 
 
 def download_master(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from .exceptions import InstrumentFileError
 
@@ -140,9 +141,23 @@ def parse_expiry(raw: str | int | float | None, *, row: int, field: str) -> date
     text = raw.strip()
     if text in NO_EXPIRY:
         return None
+    parsed = _parse_date_text(text)
+    if parsed is None:
+        raise InstrumentFileError(f"{field} {raw!r} is not a date", row=row)
+    return parsed
+
+
+@lru_cache(maxsize=4096)
+def _parse_date_text(text: str) -> date | None:
+    """A master holds a few hundred distinct expiry strings: parse each once."""
+    if len(text) >= 10 and text[4] == "-" and text[7] == "-" and text[:4].isdigit():
+        try:
+            return date.fromisoformat(text[:10])
+        except ValueError:
+            pass  # not ISO after all (e.g. a day 45): the formats below decide
     for fmt in _DATE_FORMATS:
         try:
             return datetime.strptime(text, fmt).date()
         except ValueError:
             continue
-    raise InstrumentFileError(f"{field} {raw!r} is not a date", row=row)
+    return None
