@@ -24,7 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,13 @@ def _contracts(rows: int, seed: int):
         elif roll < 0.82:
             yield "future", underlying, expiry, None, ""
         elif roll < 0.9:
-            yield "stockopt", f"STOCK{rng.randint(1, 180)}", expiry, 100 + rng.randint(0, 300) * 5, "CE"
+            yield (
+                "stockopt",
+                f"STOCK{rng.randint(1, 180)}",
+                expiry,
+                100 + rng.randint(0, 300) * 5,
+                "CE",
+            )
         else:
             yield "equity", f"STOCK{rng.randint(1, 5000)}", None, None, ""
         produced += 1
@@ -131,7 +138,9 @@ def make_upstox(path: Path, rows: int, seed: int) -> None:
 def _run(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """Run a child; return (wall seconds, peak RSS MB, stdout)."""
     started = time.monotonic()
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     out = proc.stdout.read() if proc.stdout else b""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)

@@ -19,4 +19,4 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 # A valid Fernet key that is obviously not a production secret (base64 of a readable phrase).
 os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWtleS1ub3QtYS1zZWNyZXQtISEhISE=")
 
-from optionsite.settings import *  # noqa: E402,F403
+from optionsite.settings import *  # noqa: F403

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import http.server
 import io
 import threading
@@ -320,7 +319,7 @@ def test_malformed_json_is_rejected(tmp_path):
 def test_truncated_gzip_is_rejected(tmp_path):
     upstox_account()
     data = json_bytes(upstox_records(EXPIRY, STRIKES), gz=True)
-    with pytest.raises(CommandError, match="broken gzip stream|malformed JSON"):
+    with pytest.raises(CommandError, match=r"broken gzip stream|malformed JSON"):
         load("ux", write(tmp_path, "b.json.gz", data[: len(data) // 2]))
 
 
@@ -341,7 +340,7 @@ def master_server(tmp_path):
     }
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's API
+        def do_GET(self) -> None:
             body = files.get(self.path)
             if body is None:
                 self.send_error(404)

@@ -35,9 +35,7 @@ def test_database_holds_ciphertext_only():
     assert "FAKE-UPSTOX-TOKEN" not in token_cipher
     assert token_cipher.startswith("gAAAAA")  # a Fernet token
     assert (
-        Fernet("dGVzdC1vbmx5LWtleS1ub3QtYS1zZWNyZXQtISEhISE=".encode()).decrypt(
-            secret_cipher.encode()
-        )
+        Fernet(b"dGVzdC1vbmx5LWtleS1ub3QtYS1zZWNyZXQtISEhISE=").decrypt(secret_cipher.encode())
         == FAKE_UPSTOX_SECRET.encode()
     )
 
