@@ -7,11 +7,19 @@ class CodecError(ValueError):
     """A broker frame could not be decoded; carries where and what."""
 
     def __init__(
-        self, message: str, *, offset: int, code: int | None = None, length: int | None = None
+        self,
+        message: str,
+        *,
+        offset: int,
+        code: int | None = None,
+        length: int | None = None,
+        events: list[object] | None = None,
     ) -> None:
         self.offset = offset
         self.code = code
         self.length = length
+        # Events decoded from the same frame before the bad packet: a caller loses nothing.
+        self.events: list[object] = events if events is not None else []
         detail = f"offset={offset}"
         if code is not None:
             detail += f" code={code}"
