@@ -44,7 +44,7 @@ pytest-postgres: $(STAMP)
 test: lint pytest pytest-postgres
 
 proto: $(STAMP)
-	$(PY) -m grpc_tools.protoc -I brokers/upstox --python_out=brokers/upstox --pyi_out=brokers/upstox brokers/upstox/MarketDataFeedV3.proto
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. brokers/upstox/MarketDataFeedV3.proto
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
