@@ -1,0 +1,485 @@
+"""The chain book: each option chain's legs, kept current from ticks and REST. Pure Python.
+
+Rules (architecture.md, "Ticks that never reached the cache"):
+- every tick of a contract updates that contract's own leg; nothing is estimated;
+- fields a tick does not carry keep their last known value (carry forward);
+- newer wins: an update observed before the leg's last update is ignored, and a trade older
+  than the leg's last trade never replaces its price;
+- analytics (forward, ATM, IV, greeks, PCR, max pain, build-up) are computed at flush time.
+
+A ``FeedBook`` routes ticks by instrument id to the chains of one feed worker; each
+``ChainBook`` owns one (underlying, expiry) chain and produces deltas and snapshots shaped like
+the JSON API's ``data`` (see ``ChainBook.snapshot``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from brokers.ticks import Tick
+
+from . import analytics, black76
+
+# Tick fields a leg keeps (everything after broker/segment/instrument/exchange_time).
+TICK_FIELDS: tuple[str, ...] = Tick._fields[4:]
+TRADE_FIELDS = frozenset({"ltp", "ltq"})
+_MARKET_FIELDS = tuple(f for f in TICK_FIELDS if f not in {"depth"})
+FORWARD_PAIRS = 3  # strikes around the money used for the put-call-parity forward
+FULL_RECOMPUTE_MOVE = 0.0005  # forward move (fraction) after which every leg's greeks are redone
+
+
+@dataclass(frozen=True, slots=True)
+class LegSpec:
+    """Static facts of one contract of a chain."""
+
+    instrument: str
+    strike: float
+    option_type: str  # "CE" or "PE"
+
+
+class Leg:
+    """One contract's current state: market fields with carry-forward, plus analytics."""
+
+    __slots__ = (
+        *TICK_FIELDS,
+        "analytics_at",
+        "buildup",
+        "exchange_time",
+        "instrument",
+        "is_call",
+        "observed_at",
+        "option_type",
+        "our_delta",
+        "our_gamma",
+        "our_iv",
+        "our_theta",
+        "our_vega",
+        "strike",
+    )
+
+    def __init__(self, spec: LegSpec) -> None:
+        self.instrument = spec.instrument
+        self.strike = spec.strike
+        self.option_type = spec.option_type
+        self.is_call = spec.option_type == "CE"
+        for name in TICK_FIELDS:
+            setattr(self, name, None)
+        self.exchange_time: datetime | None = None
+        self.observed_at = 0.0
+        self.our_iv = self.our_delta = self.our_gamma = self.our_theta = self.our_vega = None
+        self.buildup: str | None = None
+        self.analytics_at = 0.0
+
+    @property
+    def priced(self) -> bool:
+        return self.ltp is not None or self.prev_close is not None  # type: ignore[attr-defined]
+
+    def premium(self) -> float | None:
+        """Last traded price: what IV is computed from (as NSE does)."""
+        return self.ltp  # type: ignore[attr-defined,no-any-return]
+
+    def mid(self) -> float | None:
+        bid, ask = self.bid_price, self.ask_price  # type: ignore[attr-defined]
+        if bid and ask and ask >= bid:
+            return 0.5 * (bid + ask)
+        return self.ltp  # type: ignore[attr-defined,no-any-return]
+
+
+def _number(value: float | None) -> float | None:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return value
+
+
+class ChainBook:
+    """One (underlying, expiry) option chain."""
+
+    def __init__(
+        self,
+        *,
+        underlying: str,
+        expiry: date,
+        index_instrument: str,
+        legs: Iterable[LegSpec],
+        lot_size: int,
+        rate: float = 0.0,
+    ) -> None:
+        self.underlying = underlying
+        self.expiry = expiry
+        self.index_instrument = index_instrument
+        self.lot_size = lot_size
+        self.rate = rate
+        self.legs: dict[str, Leg] = {}
+        self.by_strike: dict[float, dict[str, Leg]] = {}
+        for spec in legs:
+            leg = Leg(spec)
+            self.legs[spec.instrument] = leg
+            self.by_strike.setdefault(spec.strike, {})[spec.option_type] = leg
+        if not self.legs:
+            raise ValueError(f"chain {underlying} {expiry} has no legs")
+        self.strikes = sorted(self.by_strike)
+        self.strike_keys = {k: _strike_key(k) for k in self.strikes}
+        self.strike_interval = _interval(self.strikes)
+        self.spot: float | None = None
+        self.spot_time: datetime | None = None
+        self.spot_observed_at = 0.0
+        self.forward: float | None = None
+        self.atm_strike: float | None = None
+        self.pcr: float | None = None
+        self.max_pain: float | None = None
+        self.seq = 0
+        self.as_of: datetime | None = None
+        self.dirty: set[str] = set()
+        self.header_dirty = False
+        self.oi_dirty = True
+        self._full_forward: float | None = None
+
+    @property
+    def key(self) -> tuple[str, date]:
+        return (self.underlying, self.expiry)
+
+    # --- updates ---------------------------------------------------------------------------
+
+    def apply_spot(self, tick: Tick, observed_at: float) -> bool:
+        """Apply an index tick; True when the spot changed."""
+        if tick.ltp is None or tick.ltp <= 0 or observed_at < self.spot_observed_at:
+            return False
+        if (
+            tick.exchange_time is not None
+            and self.spot_time is not None
+            and tick.exchange_time < self.spot_time
+        ):
+            return False
+        self.spot_observed_at = observed_at
+        if tick.exchange_time is not None:
+            self.spot_time = tick.exchange_time
+        if tick.ltp != self.spot:
+            self.spot = tick.ltp
+            self.header_dirty = True
+            return True
+        return False
+
+    def apply_tick(self, leg: Leg, tick: Tick, observed_at: float) -> bool:
+        """Apply ``tick`` to ``leg`` (newer wins, absent fields carried). True if it changed."""
+        if observed_at < leg.observed_at:
+            return False
+        leg.observed_at = observed_at
+        stale_trade = (
+            tick.exchange_time is not None
+            and leg.exchange_time is not None
+            and tick.exchange_time < leg.exchange_time
+        )
+        changed = False
+        for name, value in zip(TICK_FIELDS, tick[4:], strict=True):
+            if value is None or (stale_trade and name in TRADE_FIELDS):
+                continue
+            if getattr(leg, name) != value:
+                setattr(leg, name, value)
+                changed = True
+        if (
+            tick.exchange_time is not None
+            and not stale_trade
+            and leg.exchange_time != tick.exchange_time
+        ):
+            leg.exchange_time = tick.exchange_time
+            changed = True
+        if changed:
+            self.dirty.add(leg.instrument)
+            if tick.oi is not None or tick.prev_oi is not None:
+                self.oi_dirty = True
+        return changed
+
+    def apply_fields(
+        self, instrument: str, fields: Mapping[str, object], observed_at: float
+    ) -> bool:
+        """Apply a REST row (field name → value; None = not given). Newer wins, as for ticks."""
+        leg = self.legs.get(instrument)
+        if leg is None or observed_at < leg.observed_at:
+            return False
+        leg.observed_at = observed_at
+        changed = False
+        for name, value in fields.items():
+            if name not in _MARKET_FIELDS:
+                raise KeyError(f"unknown leg field {name!r}")
+            if value is not None and getattr(leg, name) != value:
+                setattr(leg, name, value)
+                changed = True
+                if name in {"oi", "prev_oi"}:
+                    self.oi_dirty = True
+        if changed:
+            self.dirty.add(instrument)
+        return changed
+
+    def apply_spot_value(self, spot: float, observed_at: float) -> None:
+        """Apply an underlying price from REST (newer wins)."""
+        if spot > 0 and observed_at >= self.spot_observed_at:
+            self.spot_observed_at = observed_at
+            if spot != self.spot:
+                self.spot = spot
+                self.header_dirty = True
+
+    # --- flush -----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.dirty) or self.header_dirty
+
+    def flush(self, now: datetime) -> dict[str, object] | None:
+        """Compute analytics and return the delta since the last flush (None if nothing changed).
+
+        The delta holds ``seq`` (incremented), ``as_of``, the full state of every changed leg
+        under ``legs[strike][CE|PE]`` and, when they changed, the header fields.
+        """
+        if not self.pending:
+            return None
+        header_before = self._header()
+        years = analytics.years_to_expiry(self.expiry, now)
+        self._update_forward(years)
+        recompute_all = self._forward_moved()
+        targets = self.legs.values() if recompute_all else [self.legs[i] for i in self.dirty]
+        changed = set(self.dirty)
+        for leg in targets:
+            if self._compute_leg(leg, years):
+                changed.add(leg.instrument)
+        if self.oi_dirty:
+            self._update_oi_stats()
+        self.seq += 1
+        self.as_of = now
+        header = self._header()
+        delta: dict[str, object] = {
+            "seq": self.seq,
+            "as_of": now.isoformat(),
+            "legs": self._legs_dict(self.legs[i] for i in changed),
+        }
+        if header != header_before or self.header_dirty:
+            delta["header"] = header
+        self.dirty.clear()
+        self.header_dirty = False
+        return delta
+
+    def _update_forward(self, years: float) -> None:
+        anchor = self.forward or self.spot
+        previous = (self.forward, self.atm_strike)
+        if anchor is not None:
+            near = sorted(self.strikes, key=lambda k: abs(k - anchor))[:FORWARD_PAIRS]
+            pairs = []
+            for strike in near:
+                sides = self.by_strike[strike]
+                call, put = sides.get("CE"), sides.get("PE")
+                if call is not None and put is not None:
+                    pairs.append((strike, call.mid(), put.mid()))
+            parity = analytics.forward_from_parity(pairs, years=years, rate=self.rate)
+            self.forward = parity if parity is not None else self.spot
+        self.atm_strike = analytics.nearest_strike(self.strikes, self.forward)
+        if (self.forward, self.atm_strike) != previous:
+            self.header_dirty = True
+
+    def _forward_moved(self) -> bool:
+        if self.forward is None:
+            return False
+        if self._full_forward is None or (
+            abs(self.forward - self._full_forward) > FULL_RECOMPUTE_MOVE * self._full_forward
+        ):
+            self._full_forward = self.forward
+            return True
+        return False
+
+    def _compute_leg(self, leg: Leg, years: float) -> bool:
+        """Recompute the leg's IV, greeks and build-up; True when any of them changed."""
+        before = (leg.our_iv, leg.our_delta, leg.buildup)
+        premium = leg.premium()
+        iv = None
+        if premium is not None and self.forward is not None and years > 0:
+            iv = black76.implied_vol(
+                call=leg.is_call,
+                premium=premium,
+                forward=self.forward,
+                strike=leg.strike,
+                years=years,
+                rate=self.rate,
+                guess=leg.our_iv,
+            )
+        leg.our_iv = iv
+        if iv is not None and self.forward is not None:
+            g = black76.greeks(
+                call=leg.is_call,
+                forward=self.forward,
+                strike=leg.strike,
+                years=years,
+                vol=iv,
+                rate=self.rate,
+            )
+            leg.our_delta, leg.our_gamma, leg.our_theta, leg.our_vega = g
+        else:
+            leg.our_delta = leg.our_gamma = leg.our_theta = leg.our_vega = None
+        leg.buildup = analytics.buildup(
+            analytics.price_change(leg.ltp, leg.prev_close),  # type: ignore[attr-defined]
+            analytics.oi_change(leg.oi, leg.prev_oi),  # type: ignore[attr-defined]
+        )
+        return (leg.our_iv, leg.our_delta, leg.buildup) != before
+
+    def _update_oi_stats(self) -> None:
+        calls = [s.get("CE") for s in self.by_strike.values()]
+        puts = [s.get("PE") for s in self.by_strike.values()]
+        pcr = analytics.pcr((p.oi for p in puts if p), (c.oi for c in calls if c))  # type: ignore[attr-defined]
+        oi_by_strike = {
+            k: (
+                s["CE"].oi if "CE" in s else None,  # type: ignore[attr-defined]
+                s["PE"].oi if "PE" in s else None,  # type: ignore[attr-defined]
+            )
+            for k, s in self.by_strike.items()
+        }
+        pain = analytics.max_pain(oi_by_strike)
+        if (pcr, pain) != (self.pcr, self.max_pain):
+            self.pcr, self.max_pain = pcr, pain
+            self.header_dirty = True
+        self.oi_dirty = False
+
+    # --- views -----------------------------------------------------------------------------
+
+    def _header(self) -> dict[str, object]:
+        return {
+            "spot": self.spot,
+            "forward": _round(self.forward, 2),
+            "atm_strike": self.atm_strike,
+            "pcr": _round(self.pcr, 4),
+            "max_pain": self.max_pain,
+        }
+
+    def _legs_dict(self, legs: Iterable[Leg]) -> dict[str, dict[str, dict[str, object]]]:
+        out: dict[str, dict[str, dict[str, object]]] = {}
+        for leg in legs:
+            out.setdefault(self.strike_keys[leg.strike], {})[leg.option_type] = leg_dict(leg)
+        return out
+
+    def snapshot(self) -> dict[str, object]:
+        """The whole chain, shaped like the API's ``data`` (without ``source``)."""
+        return {
+            "underlying": self.underlying,
+            "expiry": self.expiry.isoformat(),
+            "lot_size": self.lot_size,
+            "strike_interval": self.strike_interval,
+            **self._header(),
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "seq": self.seq,
+            "strikes": self._legs_dict(self.legs.values()),
+        }
+
+    def stats(self) -> dict[str, object]:
+        """Population statistics: strikes, legs, legs priced, whether the spot is known."""
+        priced = sum(1 for leg in self.legs.values() if leg.priced)
+        return {
+            "underlying": self.underlying,
+            "expiry": self.expiry.isoformat(),
+            "strikes": len(self.strikes),
+            "legs": len(self.legs),
+            "legs_priced": priced,
+            "spot": self.spot,
+        }
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): ready when the spot is known and at least half the legs are priced."""
+        priced = sum(1 for leg in self.legs.values() if leg.priced)
+        if self.spot is None:
+            return False, f"no price for the underlying {self.underlying} yet"
+        if priced * 2 < len(self.legs):
+            return False, f"only {priced} of {len(self.legs)} legs have a price"
+        return True, f"{priced} of {len(self.legs)} legs priced"
+
+
+def leg_dict(leg: Leg) -> dict[str, object]:
+    """A leg as the API shows it (prices rounded to paise; None stays None)."""
+    ltp = leg.ltp  # type: ignore[attr-defined]
+    prev_close = leg.prev_close  # type: ignore[attr-defined]
+    change = analytics.price_change(ltp, prev_close)
+    return {
+        "instrument_id": leg.instrument,
+        "ltp": _round(ltp, 2),
+        "change": _round(change, 2),
+        "bid": _round(leg.bid_price, 2),  # type: ignore[attr-defined]
+        "ask": _round(leg.ask_price, 2),  # type: ignore[attr-defined]
+        "bid_qty": leg.bid_qty,  # type: ignore[attr-defined]
+        "ask_qty": leg.ask_qty,  # type: ignore[attr-defined]
+        "volume": leg.volume,  # type: ignore[attr-defined]
+        "oi": leg.oi,  # type: ignore[attr-defined]
+        "oi_change": analytics.oi_change(leg.oi, leg.prev_oi),  # type: ignore[attr-defined]
+        "prev_close": _round(prev_close, 2),
+        "iv": _round(leg.our_iv, 6),
+        "delta": _round(leg.our_delta, 4),
+        "gamma": _round(leg.our_gamma, 6),
+        "theta": _round(leg.our_theta, 4),
+        "vega": _round(leg.our_vega, 4),
+        "buildup": leg.buildup,
+        "exchange_time": leg.exchange_time.isoformat() if leg.exchange_time else None,
+    }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    value = _number(value)
+    return None if value is None else round(value, digits)
+
+
+def _strike_key(strike: float) -> str:
+    return str(int(strike)) if float(strike).is_integer() else f"{strike:g}"
+
+
+def _interval(strikes: list[float]) -> float | None:
+    gaps = [b - a for a, b in itertools.pairwise(strikes) if b > a]
+    if not gaps:
+        return None
+    counts: dict[float, int] = {}
+    for gap in gaps:
+        counts[gap] = counts.get(gap, 0) + 1
+    return max(counts.items(), key=lambda item: (item[1], -item[0]))[0]
+
+
+class FeedBook:
+    """Routes one feed's ticks to the chains they belong to (one writer per chain)."""
+
+    def __init__(self, chains: Iterable[ChainBook]) -> None:
+        self.chains: dict[tuple[str, date], ChainBook] = {}
+        self._legs: dict[str, tuple[ChainBook, Leg]] = {}
+        self._indices: dict[str, list[ChainBook]] = {}
+        for chain in chains:
+            self.chains[chain.key] = chain
+            for instrument, leg in chain.legs.items():
+                if instrument in self._legs:
+                    raise ValueError(f"instrument {instrument} is in two chains")
+                self._legs[instrument] = (chain, leg)
+            self._indices.setdefault(chain.index_instrument, []).append(chain)
+        self.ticks_applied = 0
+        self.ticks_unrouted = 0
+
+    def instruments(self) -> list[str]:
+        """Every instrument id to subscribe: indices first, then legs."""
+        return [*self._indices, *self._legs]
+
+    def apply(self, tick: Tick, observed_at: float) -> bool:
+        """Route one tick; True when it changed a chain. Unknown instruments are counted."""
+        target = self._legs.get(tick.instrument)
+        if target is not None:
+            self.ticks_applied += 1
+            return target[0].apply_tick(target[1], tick, observed_at)
+        chains = self._indices.get(tick.instrument)
+        if chains is None:
+            self.ticks_unrouted += 1
+            return False
+        self.ticks_applied += 1
+        changed = False
+        for chain in chains:
+            changed = chain.apply_spot(tick, observed_at) or changed
+        return changed
+
+    def flush(self, now: datetime | None = None) -> list[tuple[ChainBook, dict[str, object]]]:
+        """Flush every chain with pending changes; returns (chain, delta) pairs."""
+        now = now or datetime.now(UTC)
+        out = []
+        for chain in self.chains.values():
+            delta = chain.flush(now)
+            if delta is not None:
+                out.append((chain, delta))
+        return out
