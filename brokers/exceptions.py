@@ -95,3 +95,7 @@ class SecretDecryptionError(RuntimeError):
 
 class InstrumentLoadError(RuntimeError):
     """An instrument master could not be loaded (download failed, would break chains, empty)."""
+
+
+class FeedConfigError(RuntimeError):
+    """The feed cannot start: a misconfiguration a person must fix (the message says how)."""

@@ -1,0 +1,277 @@
+"""Broker feed adapters: one small class per broker, looked up by kind.
+
+An adapter turns an account's settings into a feed URL, subscribe messages, decoded events and
+REST calls (spot prices, option chains normalised to chain-book fields, a token check). No
+Django here: the worker passes an ``AccountConfig`` read from the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, ClassVar
+
+from ..dhan import codec as dhan_codec
+from ..dhan import messages as dhan_messages
+from ..dhan.codec import DISCONNECT_REASONS
+from ..dhan.rest import DhanRestClient
+from ..exceptions import BrokerError, UnknownBrokerKind
+from ..ratelimit import DhanLimiters, RateLimiter, dhan_limiters, upstox_limiter
+from ..secret import Secret
+from ..upstox import codec as upstox_codec
+from ..upstox import messages as upstox_messages
+from ..upstox.rest import UpstoxRestClient
+from .plan import InstrumentRef
+
+# Dhan disconnect reasons that no retry can fix, and the account status each one means.
+DHAN_PERMANENT_REASONS = {
+    806: "error",  # data APIs not subscribed
+    807: "token_expired",
+    808: "auth_failed",
+    809: "auth_failed",
+    810: "auth_failed",
+    804: "error",  # instruments over the limit: fix the tracked chains
+}
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """What an adapter needs from a broker account (read from the database by the worker)."""
+
+    name: str
+    kind: str
+    client_id: str
+    access_token: Secret
+    rest_base_url: str
+    feed_base_url: str
+
+
+@dataclass(frozen=True)
+class RestChain:
+    """An option chain from REST: the spot and chain-book fields per instrument id."""
+
+    spot: float | None
+    rows: dict[str, dict[str, Any]]
+
+
+class FeedAdapter:
+    """The interface every broker adapter implements."""
+
+    kind: ClassVar[str]
+    binary_requests: ClassVar[bool]
+
+    def __init__(self, config: AccountConfig) -> None:
+        self.config = config
+
+    async def feed_url(self) -> tuple[str, str]:
+        """(URL to open, the same URL safe to log)."""
+        raise NotImplementedError
+
+    def subscribe(self, index: Sequence[InstrumentRef], legs: Sequence[InstrumentRef]) -> list[Any]:
+        raise NotImplementedError
+
+    def unsubscribe(
+        self, index: Sequence[InstrumentRef], legs: Sequence[InstrumentRef]
+    ) -> list[Any]:
+        raise NotImplementedError
+
+    decode: Callable[[bytes], list[Any]]
+
+    async def spots(self, wanted: Sequence[tuple[InstrumentRef, date]]) -> dict[str, float]:
+        """Last prices of index instruments (each with its nearest expiry), by broker id."""
+        raise NotImplementedError
+
+    async def option_chain(self, index: InstrumentRef, expiry: date) -> RestChain:
+        raise NotImplementedError
+
+    async def check_token(self) -> None:
+        """Raise BrokerError when the broker refuses the account's token."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Close the REST client."""
+
+
+class DhanAdapter(FeedAdapter):
+    kind = "dhan"
+    binary_requests = False
+    decode = staticmethod(dhan_codec.decode_frame)
+
+    def __init__(self, config: AccountConfig, *, limiters: DhanLimiters | None = None) -> None:
+        super().__init__(config)
+        self.rest = DhanRestClient(
+            config.rest_base_url,
+            config.client_id,
+            config.access_token,
+            limiters=limiters or dhan_limiters(),
+        )
+
+    async def feed_url(self) -> tuple[str, str]:
+        url = dhan_messages.feed_url(
+            self.config.feed_base_url,
+            token=self.config.access_token.reveal(),
+            client_id=self.config.client_id,
+        )
+        return url, dhan_messages.redact_feed_url(url)
+
+    # Indices in Ticker mode (no depth); options in Full mode: price, depth, OI in one packet.
+    def subscribe(self, index: Sequence[InstrumentRef], legs: Sequence[InstrumentRef]) -> list[Any]:
+        return [
+            *dhan_messages.subscribe_messages("ticker", _pairs(index)),
+            *dhan_messages.subscribe_messages("full", _pairs(legs)),
+        ]
+
+    def unsubscribe(
+        self, index: Sequence[InstrumentRef], legs: Sequence[InstrumentRef]
+    ) -> list[Any]:
+        return [
+            *dhan_messages.unsubscribe_messages("ticker", _pairs(index)),
+            *dhan_messages.unsubscribe_messages("full", _pairs(legs)),
+        ]
+
+    async def spots(self, wanted: Sequence[tuple[InstrumentRef, date]]) -> dict[str, float]:
+        by_segment: dict[str, list[int]] = {}
+        for ref, _expiry in wanted:
+            by_segment.setdefault(ref.segment, []).append(int(ref.broker_id))
+        quotes = await self.rest.market_quote("ltp", by_segment)
+        return {
+            str(security_id): quote.last_price
+            for (_segment, security_id), quote in quotes.items()
+            if quote.last_price
+        }
+
+    async def option_chain(self, index: InstrumentRef, expiry: date) -> RestChain:
+        chain = await self.rest.option_chain(int(index.broker_id), index.segment, expiry)
+        rows: dict[str, dict[str, Any]] = {}
+        for strike in chain.strikes:
+            for leg in (strike.ce, strike.pe):
+                if leg is None:
+                    continue
+                rows[str(leg.security_id)] = {
+                    "ltp": leg.last_price,
+                    "oi": leg.oi,
+                    "prev_close": leg.previous_close_price,
+                    "prev_oi": leg.previous_oi,
+                    "volume": leg.volume,
+                    "bid_price": leg.top_bid_price,
+                    "bid_qty": leg.top_bid_quantity,
+                    "ask_price": leg.top_ask_price,
+                    "ask_qty": leg.top_ask_quantity,
+                    "avg_price": leg.average_price,
+                    "iv": leg.implied_volatility,
+                    "delta": leg.delta,
+                    "gamma": leg.gamma,
+                    "theta": leg.theta,
+                    "vega": leg.vega,
+                }
+        return RestChain(chain.underlying_last_price, rows)
+
+    async def check_token(self) -> None:
+        profile = await self.rest.profile()
+        if not profile.has_data_plan:
+            raise BrokerError(
+                f"DhanHQ account {self.config.name!r} has no active Data API plan: subscribe to "
+                "it at DhanHQ, then the feed resumes.",
+                broker="dhan",
+                permanent=True,
+                code="DH-902",
+            )
+
+    async def aclose(self) -> None:
+        await self.rest.aclose()
+
+    @staticmethod
+    def disconnect_status(reason_code: int) -> str | None:
+        """The account status a Dhan disconnect reason means, or None when it is transient."""
+        return DHAN_PERMANENT_REASONS.get(reason_code)
+
+    @staticmethod
+    def disconnect_text(reason_code: int) -> str:
+        return DISCONNECT_REASONS.get(reason_code, f"reason {reason_code}")
+
+
+def _pairs(refs: Sequence[InstrumentRef]) -> list[tuple[str, str]]:
+    return [(r.segment, r.broker_id) for r in refs]
+
+
+class UpstoxAdapter(FeedAdapter):
+    kind = "upstox"
+    binary_requests = True
+    decode = staticmethod(upstox_codec.decode_frame)
+
+    def __init__(self, config: AccountConfig, *, limiter: RateLimiter | None = None) -> None:
+        super().__init__(config)
+        self.rest = UpstoxRestClient(
+            config.rest_base_url,
+            access_token=config.access_token,
+            limiter=limiter or upstox_limiter(),
+        )
+
+    async def feed_url(self) -> tuple[str, str]:
+        # Feed URIs are single-use: authorize again before every connection.
+        url = await self.rest.authorize_feed()
+        return url, url.split("?", 1)[0] + "?…"
+
+    def subscribe(self, index: Sequence[InstrumentRef], legs: Sequence[InstrumentRef]) -> list[Any]:
+        return [
+            *upstox_messages.sub([r.broker_id for r in index], mode="ltpc"),
+            *upstox_messages.sub([r.broker_id for r in legs], mode="option_greeks"),
+        ]
+
+    def unsubscribe(
+        self, index: Sequence[InstrumentRef], legs: Sequence[InstrumentRef]
+    ) -> list[Any]:
+        return upstox_messages.unsub([r.broker_id for r in (*index, *legs)])
+
+    async def spots(self, wanted: Sequence[tuple[InstrumentRef, date]]) -> dict[str, float]:
+        # Upstox has no index quote in our client: the option chain carries the spot.
+        out: dict[str, float] = {}
+        for ref, expiry in wanted:
+            chain = await self.option_chain(ref, expiry)
+            if chain.spot:
+                out[ref.broker_id] = chain.spot
+        return out
+
+    async def option_chain(self, index: InstrumentRef, expiry: date) -> RestChain:
+        chain = await self.rest.option_chain(index.broker_id, expiry)
+        rows: dict[str, dict[str, Any]] = {}
+        for strike in chain.strikes:
+            for leg in (strike.call, strike.put):
+                if leg is None:
+                    continue
+                rows[leg.instrument_key] = {
+                    "ltp": leg.ltp,
+                    "oi": leg.oi,
+                    "prev_close": leg.close_price,
+                    "prev_oi": leg.prev_oi,
+                    "volume": leg.volume,
+                    "bid_price": leg.bid_price,
+                    "bid_qty": leg.bid_qty,
+                    "ask_price": leg.ask_price,
+                    "ask_qty": leg.ask_qty,
+                    "iv": leg.iv,
+                    "delta": leg.delta,
+                    "gamma": leg.gamma,
+                    "theta": leg.theta,
+                    "vega": leg.vega,
+                }
+        return RestChain(chain.underlying_spot_price, rows)
+
+    async def check_token(self) -> None:
+        await self.rest.profile()
+
+    async def aclose(self) -> None:
+        await self.rest.aclose()
+
+
+ADAPTERS: dict[str, type[FeedAdapter]] = {"dhan": DhanAdapter, "upstox": UpstoxAdapter}
+
+
+def adapter_for(config: AccountConfig) -> FeedAdapter:
+    """The adapter of the account's broker kind; UnknownBrokerKind for an unregistered kind."""
+    try:
+        cls = ADAPTERS[config.kind]
+    except KeyError:
+        raise UnknownBrokerKind(f"No feed adapter for broker kind {config.kind!r}.") from None
+    return cls(config)

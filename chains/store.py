@@ -1,0 +1,112 @@
+"""Chain snapshots and feed status in Redis: the feed worker writes, web processes read.
+
+Keys (prefix ``optionsite:``):
+- ``chain:<UNDERLYING>:<EXPIRY>`` — the chain's full snapshot (API ``data`` shape plus
+  ``account``/``broker``), rewritten on every flush that changed the chain, so a consumer that
+  resyncs after a gap never gets an older ``seq`` than a delta it already missed.
+- ``feed:<ACCOUNT>`` — the feed worker's status and counters; expires when the worker stops
+  refreshing it, so a missing key means the feed is down.
+- ``counter:channel_gaps`` — deltas consumers found missing (the channel layer drops at
+  capacity); shown on the status page.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+PREFIX = "optionsite:"
+FEED_STATUS_TTL = 15  # seconds: a feed worker refreshes its status every second
+GAPS_KEY = f"{PREFIX}counter:channel_gaps"
+
+
+def chain_key(underlying: str, expiry: date | str) -> str:
+    day = expiry.isoformat() if isinstance(expiry, date) else expiry
+    return f"{PREFIX}chain:{underlying}:{day}"
+
+
+def feed_key(account: str) -> str:
+    return f"{PREFIX}feed:{account}"
+
+
+def group_name(underlying: str, expiry: date | str) -> str:
+    """The Channels group of a chain: ``chain.<UNDERLYING>.<EXPIRY>``."""
+    day = expiry.isoformat() if isinstance(expiry, date) else expiry
+    return f"chain.{underlying}.{day}"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+_sync_client: redis.Redis | None = None
+
+
+def sync_client() -> redis.Redis:
+    """A process-wide Redis client for synchronous readers (views, tasks, commands)."""
+    global _sync_client
+    if _sync_client is None:
+        _sync_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+    return _sync_client
+
+
+def async_client() -> aioredis.Redis:
+    """A new asyncio Redis client (one per event loop; close it with ``aclose()``)."""
+    return aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+
+
+# --- writers (feed worker) ----------------------------------------------------------------------
+
+
+async def write_snapshot(client: aioredis.Redis, snapshot: dict[str, Any]) -> None:
+    """Store a chain snapshot (must hold ``underlying``, ``expiry`` and ``seq``)."""
+    await client.set(chain_key(snapshot["underlying"], snapshot["expiry"]), _dumps(snapshot))
+
+
+async def write_feed_status(client: aioredis.Redis, account: str, status: dict[str, Any]) -> None:
+    await client.set(feed_key(account), _dumps(status), ex=FEED_STATUS_TTL)
+
+
+async def clear_feed_status(client: aioredis.Redis, account: str) -> None:
+    await client.delete(feed_key(account))
+
+
+# --- readers (web, tasks) -----------------------------------------------------------------------
+
+
+def read_snapshot(underlying: str, expiry: date | str) -> dict[str, Any] | None:
+    """The chain's Redis snapshot, or None when no feed or task has written one."""
+    raw = sync_client().get(chain_key(underlying, expiry))
+    return json.loads(raw) if raw else None
+
+
+async def aread_snapshot(
+    client: aioredis.Redis, underlying: str, expiry: date | str
+) -> dict[str, Any] | None:
+    raw = await client.get(chain_key(underlying, expiry))
+    return json.loads(raw) if raw else None
+
+
+def read_feed_status(account: str) -> dict[str, Any] | None:
+    """The feed worker's last status, or None when no worker refreshed it recently."""
+    raw = sync_client().get(feed_key(account))
+    return json.loads(raw) if raw else None
+
+
+async def aread_feed_status(client: aioredis.Redis, account: str) -> dict[str, Any] | None:
+    raw = await client.get(feed_key(account))
+    return json.loads(raw) if raw else None
+
+
+def channel_gaps() -> int:
+    raw = sync_client().get(GAPS_KEY)
+    return int(raw) if raw else 0
+
+
+async def count_channel_gap(client: aioredis.Redis) -> None:
+    await client.incr(GAPS_KEY)

@@ -1,0 +1,215 @@
+"""The feed worker's single steps against real Redis, the real channel layer and the database:
+startup verification, every tick reaching its leg, malformed frames counted and survived,
+snapshots and deltas published, snapshots persisted."""
+
+from __future__ import annotations
+
+import io
+import struct
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_asyncio
+from channels.layers import get_channel_layer
+from django.core.management import CommandError, call_command
+
+from brokers.dhan import encode
+from brokers.exceptions import FeedConfigError
+from brokers.feed.worker import FeedWorker, PermanentFeedError
+from brokers.models import AccountStatus, BrokerAccount, Instrument, TrackedChain
+from chains import store
+from chains.models import ChainSnapshot
+from tests.brokers.factories import (
+    DHAN_COMPACT_HEADER,
+    csv_bytes,
+    dhan_account,
+    dhan_compact_rows,
+    next_thursday,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+EXPIRY = next_thursday(datetime.now(UTC).date() + timedelta(days=1))
+STRIKES = [25_900, 26_000, 26_100]
+
+
+def tracked_dhan(tmp_path, name: str = "main") -> BrokerAccount:
+    account = dhan_account(name)
+    path = tmp_path / "m.csv"
+    path.write_bytes(csv_bytes(DHAN_COMPACT_HEADER, dhan_compact_rows(EXPIRY, STRIKES)))
+    call_command("loadinstruments", account=name, file=path, stdout=io.StringIO())
+    TrackedChain.objects.create(
+        account=account, underlying="NIFTY", expiries=1,
+        index_instrument=Instrument.objects.get(account=account, broker_id="13"),
+    )  # fmt: skip
+    return account
+
+
+@pytest_asyncio.fixture
+async def redis_client():
+    client = store.async_client()
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+def layer():
+    return get_channel_layer()
+
+
+async def ready_worker(tmp_path, redis_client, layer) -> FeedWorker:
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(tracked_dhan)(tmp_path)
+    worker = FeedWorker("main", channel_layer=layer, redis=redis_client)
+    await worker.verify()
+    await worker.prepare()
+    return worker
+
+
+def leg_id(strike: int, option: str) -> str:
+    return str(40000 + STRIKES.index(strike) * 2 + (option == "PE"))
+
+
+# --- startup verification (the predecessor's silent failure) -----------------------------------
+
+
+def test_runfeed_without_accounts_exits_naming_the_fix():
+    with pytest.raises(CommandError, match=r"No enabled broker account.*syncaccounts"):
+        call_command("runfeed")
+
+
+def test_runfeed_without_token_exits_naming_the_fix(tmp_path):
+    account = tracked_dhan(tmp_path)
+    account.set_access_token("")
+    account.save()
+    with pytest.raises(CommandError, match="no access token: paste the DhanHQ access token"):
+        call_command("runfeed", "--account", "main")
+
+
+def test_runfeed_unknown_account(tmp_path):
+    with pytest.raises(CommandError, match="No broker account named 'ghost'"):
+        call_command("runfeed", "--account", "ghost")
+
+
+def test_runfeed_disabled_account(tmp_path):
+    account = tracked_dhan(tmp_path)
+    account.enabled = False
+    account.save()
+    with pytest.raises(CommandError, match="is disabled: enable it"):
+        call_command("runfeed", "--account", "main")
+
+
+def test_runfeed_without_tracked_chains(tmp_path):
+    dhan_account()
+    with pytest.raises(CommandError, match="tracks no chain: add one in admin"):
+        call_command("runfeed", "--account", "main")
+
+
+def test_runfeed_without_instruments_for_the_chain(tmp_path):
+    account = tracked_dhan(tmp_path)
+    Instrument.objects.filter(account=account, kind="option").delete()
+    with pytest.raises(CommandError, match=r"no unexpired options.*loadinstruments --account main"):
+        call_command("runfeed", "--account", "main")
+
+
+# --- frames reach their legs -------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_every_tick_reaches_its_own_leg(tmp_path, redis_client, layer):
+    worker = await ready_worker(tmp_path, redis_client, layer)
+    at = datetime.now(UTC).replace(microsecond=0)
+    ce = leg_id(26_000, "CE")
+    worker.handle_frame(encode.encode_ticker("IDX_I", 13, ltp=26_010.5, ltt=at), 1.0)
+    worker.handle_frame(
+        encode.encode_prev_close("NSE_FNO", ce, prev_close=100.0, prev_oi=5000), 1.0
+    )
+    worker.handle_frame(encode.encode_oi("NSE_FNO", ce, oi=6500), 1.1)
+    worker.handle_frame(encode.encode_ticker("NSE_FNO", ce, ltp=112.25, ltt=at), 1.2)
+    chain = next(iter(worker.book.chains.values()))
+    leg = chain.legs[ce]
+    assert (leg.ltp, leg.prev_close, leg.oi, leg.prev_oi) == (112.25, 100.0, 6500, 5000)
+    assert chain.spot == 26_010.5
+    assert worker.counters.ticks == 4
+
+
+@pytest.mark.asyncio
+async def test_malformed_frame_is_counted_and_skipped(tmp_path, redis_client, layer):
+    worker = await ready_worker(tmp_path, redis_client, layer)
+    good = encode.encode_ticker("NSE_FNO", leg_id(25_900, "PE"), ltp=55.5, ltt=None)
+    worker.handle_frame(good + b"\x63" + struct.pack("<H", 9) + b"\x02" * 5, 1.0)  # unknown code
+    worker.handle_frame(good[:9], 1.1)  # truncated
+    worker.handle_frame("text?", 1.2)
+    assert worker.counters.decode_errors == 3
+    chain = next(iter(worker.book.chains.values()))
+    assert chain.legs[leg_id(25_900, "PE")].ltp == 55.5  # the good packet before the bad one
+
+
+@pytest.mark.asyncio
+async def test_token_disconnect_is_permanent(tmp_path, redis_client, layer):
+    worker = await ready_worker(tmp_path, redis_client, layer)
+    with pytest.raises(PermanentFeedError, match="enter a new access token") as err:
+        worker.handle_frame(encode.encode_disconnect(reason_code=807), 1.0)
+    assert err.value.status == AccountStatus.TOKEN_EXPIRED
+
+
+@pytest.mark.asyncio
+async def test_flush_publishes_delta_and_snapshot(tmp_path, redis_client, layer):
+    worker = await ready_worker(tmp_path, redis_client, layer)
+    channel = await layer.new_channel()
+    group = store.group_name("NIFTY", EXPIRY)
+    await layer.group_add(group, channel)
+    ce = leg_id(26_100, "CE")
+    worker.handle_frame(encode.encode_ticker("IDX_I", 13, ltp=26_000.0, ltt=None), 1.0)
+    worker.handle_frame(encode.encode_ticker("NSE_FNO", ce, ltp=80.5, ltt=None), 1.0)
+    assert await worker.flush() == 1
+    message = await layer.receive(channel)
+    assert message["type"] == "chain.delta"
+    assert message["seq"] == 1
+    assert message["legs"]["26100"]["CE"]["ltp"] == 80.5
+    assert message["header"]["spot"] == 26_000.0
+    snapshot = await store.aread_snapshot(redis_client, "NIFTY", EXPIRY)
+    assert snapshot["seq"] == 1
+    assert snapshot["strikes"]["26100"]["CE"]["ltp"] == 80.5
+    assert snapshot["account"] == "main"
+    assert await worker.flush() == 0  # nothing changed, nothing sent
+    await layer.group_discard(group, channel)
+
+
+@pytest.mark.asyncio
+async def test_persist_saves_the_last_known_chain(tmp_path, redis_client, layer):
+    from asgiref.sync import sync_to_async
+
+    worker = await ready_worker(tmp_path, redis_client, layer)
+    worker.handle_frame(
+        encode.encode_ticker("NSE_FNO", leg_id(26_000, "PE"), ltp=91.0, ltt=None), 1.0
+    )
+    await worker.flush()
+    await worker.persist()
+    row = await sync_to_async(ChainSnapshot.objects.get)(underlying="NIFTY", expiry=EXPIRY)
+    assert row.seq == 1
+    assert row.data["strikes"]["26000"]["PE"]["ltp"] == 91.0
+
+
+@pytest.mark.asyncio
+async def test_status_reports_counters(tmp_path, redis_client, layer):
+    worker = await ready_worker(tmp_path, redis_client, layer)
+    worker.handle_frame(encode.encode_ticker("NSE_FNO", "999999", ltp=1.0, ltt=None), 1.0)
+    await worker.write_status()
+    status = await store.aread_feed_status(redis_client, "main")
+    assert status["frames"] == 1 and status["unrouted"] == 1
+    assert status["chains"][0]["legs"] == 6
+    assert status["chains"][0]["ready"] is False
+
+
+@pytest.mark.asyncio
+async def test_verify_raises_config_error_for_missing_token(tmp_path, redis_client, layer):
+    from asgiref.sync import sync_to_async
+
+    account = await sync_to_async(tracked_dhan)(tmp_path)
+    account.set_access_token("")
+    await sync_to_async(account.save)()
+    with pytest.raises(FeedConfigError):
+        await FeedWorker("main", channel_layer=layer, redis=redis_client).verify()
