@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import path
 
-websocket_urlpatterns: list[URLPattern] = []
+from .consumers import LiveOptionsConsumer
+
+websocket_urlpatterns = [
+    path("ws/live-options/<str:underlying>", LiveOptionsConsumer.as_asgi()),
+]

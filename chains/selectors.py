@@ -99,12 +99,21 @@ def resolve(underlying: str, expiry: date | None) -> tuple[TrackedChain, date]:
     return chain, expiry
 
 
-def chain_view(chain: TrackedChain, expiry: date, *, now: datetime | None = None) -> ChainView:
-    """Decide what to show for (chain, expiry): data, its source and the failure if any."""
+def chain_view(
+    chain: TrackedChain, expiry: date, *, now: datetime | None = None, with_data: bool = True
+) -> ChainView:
+    """Decide what to show for (chain, expiry): data, its source and the failure if any.
+
+    ``with_data=False`` reads only the small meta record (for status polling): ``data`` is
+    then the meta record, without strikes.
+    """
     now = now or timezone.now()
     account = chain.account
     feed = store.read_feed_status(account.name)
-    snapshot = store.read_snapshot(chain.underlying, expiry)
+    if with_data:
+        snapshot = store.read_snapshot(chain.underlying, expiry)
+    else:
+        snapshot = store.read_meta(chain.underlying, expiry)
     view = ChainView(chain.underlying, expiry, account, None, None, feed=feed)
     if snapshot is not None:
         view.data, view.source = snapshot, "live"
@@ -113,11 +122,12 @@ def chain_view(chain: TrackedChain, expiry: date, *, now: datetime | None = None
             ChainSnapshot.objects.filter(
                 account=account, underlying=chain.underlying, expiry=expiry
             )
-            .only("data", "as_of")
+            .only("as_of", *(["data"] if with_data else []))
             .first()
         )
         if persisted is not None:
-            view.data, view.source = persisted.data, _persisted_source(persisted.as_of)
+            data = persisted.data if with_data else {"as_of": persisted.as_of.isoformat()}
+            view.data, view.source = data, _persisted_source(persisted.as_of)
     problem = _account_problem(account, now)
     if problem is not None:
         view.code, view.message = problem

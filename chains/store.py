@@ -30,6 +30,11 @@ def chain_key(underlying: str, expiry: date | str) -> str:
     return f"{PREFIX}chain:{underlying}:{day}"
 
 
+def meta_key(underlying: str, expiry: date | str) -> str:
+    day = expiry.isoformat() if isinstance(expiry, date) else expiry
+    return f"{PREFIX}chain-meta:{underlying}:{day}"
+
+
 def feed_key(account: str) -> str:
     return f"{PREFIX}feed:{account}"
 
@@ -63,9 +68,18 @@ def async_client() -> aioredis.Redis:
 # --- writers (feed worker) ----------------------------------------------------------------------
 
 
+META_KEYS = ("underlying", "expiry", "seq", "as_of", "ready", "reason", "account", "broker")
+
+
 async def write_snapshot(client: aioredis.Redis, snapshot: dict[str, Any]) -> None:
-    """Store a chain snapshot (must hold ``underlying``, ``expiry`` and ``seq``)."""
-    await client.set(chain_key(snapshot["underlying"], snapshot["expiry"]), _dumps(snapshot))
+    """Store a chain snapshot (must hold ``underlying``, ``expiry`` and ``seq``) and its small
+    meta record (seq, as_of, readiness) for readers that need no prices."""
+    underlying, expiry = snapshot["underlying"], snapshot["expiry"]
+    meta = {k: snapshot.get(k) for k in META_KEYS}
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.set(chain_key(underlying, expiry), _dumps(snapshot))
+        pipe.set(meta_key(underlying, expiry), _dumps(meta))
+        await pipe.execute()
 
 
 async def write_feed_status(client: aioredis.Redis, account: str, status: dict[str, Any]) -> None:
@@ -82,6 +96,12 @@ async def clear_feed_status(client: aioredis.Redis, account: str) -> None:
 def read_snapshot(underlying: str, expiry: date | str) -> dict[str, Any] | None:
     """The chain's Redis snapshot, or None when no feed or task has written one."""
     raw = sync_client().get(chain_key(underlying, expiry))
+    return json.loads(raw) if raw else None
+
+
+def read_meta(underlying: str, expiry: date | str) -> dict[str, Any] | None:
+    """The chain's meta record (seq, as_of, ready, reason), or None when there is none."""
+    raw = sync_client().get(meta_key(underlying, expiry))
     return json.loads(raw) if raw else None
 
 

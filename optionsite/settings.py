@@ -269,6 +269,11 @@ for _kind in INSTRUMENT_KINDS:
         )
 INSTRUMENT_UNDERLYINGS = [u.upper() for u in env_list("INSTRUMENT_UNDERLYINGS", [])]
 
+# Chain pages, the JSON API and the WebSocket need a login unless this is on.
+CHAINS_PUBLIC = env_bool("CHAINS_PUBLIC", False)
+# Seconds without an update before a chain page shows the stale banner.
+CHAIN_STALE_SECONDS = env_int("CHAIN_STALE_SECONDS", 10, minimum=1)
+
 # --- logging ----------------------------------------------------------------------------------
 
 LOG_LEVEL = (env_str("LOG_LEVEL") or "INFO").upper()

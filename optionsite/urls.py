@@ -5,10 +5,15 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+from chains import api as chain_api
 from chains import views as chain_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", chain_views.index, name="index"),
+    path("chains/<str:underlying>/", chain_views.chain_nearest, name="chain-nearest"),
+    path("chains/<str:underlying>/<str:expiry>/", chain_views.chain_page, name="chain"),
+    path("api/v2/options/live", chain_api.options_live, name="api-options-live"),
+    path("api/v2/options/expiries", chain_api.options_expiries, name="api-options-expiries"),
 ]
