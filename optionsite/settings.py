@@ -53,6 +53,20 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """Return a number variable (seconds, say), at least ``minimum``."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    if not value >= minimum:  # also refuses NaN
+        raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum}.")
+    return value
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     """Return a comma-separated list variable (blank items dropped)."""
     raw = os.environ.get(name)
@@ -273,6 +287,17 @@ INSTRUMENT_UNDERLYINGS = [u.upper() for u in env_list("INSTRUMENT_UNDERLYINGS", 
 CHAINS_PUBLIC = env_bool("CHAINS_PUBLIC", False)
 # Seconds without an update before a chain page shows the stale banner.
 CHAIN_STALE_SECONDS = env_int("CHAIN_STALE_SECONDS", 10, minimum=1)
+
+# Feed worker timings (seconds). Flushes coalesce ticks into one message per chain.
+FEED_SETTINGS = {
+    "flush_interval": env_float("FEED_FLUSH_INTERVAL", 0.25, minimum=0.01),
+    "liveness_timeout": env_float("FEED_LIVENESS_TIMEOUT", 60.0, minimum=1),
+    "quiet_after": env_float("FEED_QUIET_AFTER", 5.0, minimum=0.1),
+    "persist_interval": env_float("FEED_PERSIST_INTERVAL", 300.0, minimum=1),
+    "ping_interval": env_float("FEED_PING_INTERVAL", 10.0, minimum=0.1),
+    "backoff_cap": env_float("FEED_BACKOFF_CAP", 30.0, minimum=0.1),
+    "token_poll_interval": env_float("FEED_TOKEN_POLL_INTERVAL", 2.0, minimum=0.1),
+}
 
 # --- logging ----------------------------------------------------------------------------------
 

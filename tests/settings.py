@@ -20,3 +20,10 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWtleS1ub3QtYS1zZWNyZXQtISEhISE=")
 
 from optionsite.settings import *  # noqa: F403
+
+# Subprocesses started by tests (runfeed, the Celery worker, daphne) must see the test
+# database: SQLite's test database is a file here, not pytest-django's in-memory default.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # One file per test run, so concurrent runs on one machine never share a database.
+    _test_db = LOCAL_DIR / f"test-db-{os.getpid()}.sqlite3"  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(_test_db)}  # noqa: F405

@@ -53,7 +53,7 @@ class Command(BaseCommand):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         redis = store.async_client()
-        feed_settings = FeedSettings(**getattr(settings, "FEED_SETTINGS", {}))
+        feed_settings = FeedSettings(**settings.FEED_SETTINGS)
         workers = [
             FeedWorker(name, settings=feed_settings, channel_layer=layer, redis=redis)
             for name in names

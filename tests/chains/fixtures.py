@@ -1,0 +1,118 @@
+"""Chains ready to serve: accounts, instruments and tracked chains in the database, and
+snapshots/feed status in Redis as a feed worker writes them (built by a real ChainBook)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from django.core.management import call_command
+
+from brokers.models import BrokerAccount, Instrument, TrackedChain
+from brokers.ticks import Tick
+from chains import black76, store
+from chains.analytics import years_to_expiry
+from chains.book import ChainBook, FeedBook, LegSpec
+from tests.brokers.factories import (
+    DHAN_COMPACT_HEADER,
+    csv_bytes,
+    dhan_account,
+    dhan_compact_rows,
+    json_bytes,
+    next_thursday,
+    upstox_account,
+    upstox_records,
+)
+
+STRIKES = [25_900, 26_000, 26_100, 26_200]
+EXPIRY = next_thursday(datetime.now(UTC).date() + timedelta(days=1))
+LATER = EXPIRY + timedelta(days=7)
+
+
+def tracked(tmp_path, broker: str) -> BrokerAccount:
+    """An account of ``broker`` with NIFTY options for two expiries, tracking NIFTY."""
+    if broker == "dhan":
+        account = dhan_account("main")
+        rows = (
+            dhan_compact_rows(EXPIRY, STRIKES)
+            + dhan_compact_rows(LATER, STRIKES, first_id=41000)[3:]
+        )
+        path = tmp_path / "m.csv"
+        path.write_bytes(csv_bytes(DHAN_COMPACT_HEADER, rows))
+        index_id = "13"
+    else:
+        account = upstox_account("main")
+        records = (
+            upstox_records(EXPIRY, STRIKES) + upstox_records(LATER, STRIKES, first_token=51000)[3:]
+        )
+        path = tmp_path / "m.json"
+        path.write_bytes(json_bytes(records))
+        index_id = "NSE_INDEX|Nifty 50"
+    call_command("loadinstruments", account="main", file=path, stdout=io.StringIO())
+    TrackedChain.objects.create(
+        account=account, underlying="NIFTY", expiries=2,
+        index_instrument=Instrument.objects.get(account=account, broker_id=index_id),
+    )  # fmt: skip
+    return account
+
+
+def build_book(account: BrokerAccount, expiry: date, *, forward: float = 26_040.0) -> ChainBook:
+    legs = [
+        LegSpec(i.broker_id, float(i.strike), i.option_type)
+        for i in Instrument.objects.filter(account=account, kind="option", expiry=expiry)
+    ]
+    index = Instrument.objects.get(account=account, kind="index", underlying="NIFTY")
+    chain = ChainBook(underlying="NIFTY", expiry=expiry, index_instrument=index.broker_id,
+                      legs=legs, lot_size=75)  # fmt: skip
+    book = FeedBook([chain])
+    now = datetime.now(UTC)
+    years = years_to_expiry(expiry, now)
+    book.apply(Tick(account.kind, "IDX_I", index.broker_id, now, ltp=forward - 12), 1.0)
+    for leg in legs:
+        premium = black76.price(call=leg.option_type == "CE", forward=forward,
+                                strike=leg.strike, years=years, vol=0.14)  # fmt: skip
+        tick = Tick(
+            account.kind,
+            "NSE_FNO",
+            leg.instrument,
+            now,
+            ltp=round(premium, 2),
+            prev_close=round(premium * 0.97, 2),
+            oi=50_000 + int(leg.strike) % 700,
+            prev_oi=48_000,
+            volume=1_000,
+            bid_price=round(premium - 0.05, 2),
+            ask_price=round(premium + 0.05, 2),
+            bid_qty=75,
+            ask_qty=150,
+        )
+        book.apply(tick, 1.0)
+    book.flush(now)
+    return chain
+
+
+def publish(account: BrokerAccount, chain: ChainBook, *, ready: bool = True,
+            feed_state: str | None = "live") -> dict[str, Any]:  # fmt: skip
+    """Write the chain's snapshot and (unless None) the feed status, as runfeed does."""
+    snapshot = {
+        **chain.snapshot(),
+        "account": account.name,
+        "broker": account.kind,
+        "ready": ready,
+        "reason": "all legs priced" if ready else "only 0 of 8 legs have a price",
+    }
+
+    async def write() -> None:
+        client = store.async_client()
+        try:
+            await store.write_snapshot(client, snapshot)
+            if feed_state is not None:
+                status = {"state": feed_state, "error": "", "account": account.name}
+                await store.write_feed_status(client, account.name, status)
+        finally:
+            await client.aclose()
+
+    asyncio.run(write())
+    return snapshot

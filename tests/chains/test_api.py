@@ -1,0 +1,199 @@
+"""The JSON API: its shape, and every error code, for both brokers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from brokers.models import AccountStatus
+from chains import store
+from chains.models import ChainSnapshot
+
+from .fixtures import EXPIRY, LATER, build_book, publish, tracked
+
+pytestmark = pytest.mark.django_db
+LEG_KEYS = {
+    "instrument_id", "ltp", "change", "bid", "ask", "bid_qty", "ask_qty", "volume", "oi",
+    "oi_change", "prev_close", "iv", "delta", "gamma", "theta", "vega", "buildup", "exchange_time",
+}  # fmt: skip
+DATA_KEYS = {
+    "underlying", "expiry", "lot_size", "strike_interval", "atm_strike", "spot", "forward",
+    "pcr", "max_pain", "source", "as_of", "seq", "strikes",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def clean_redis():
+    store.sync_client().flushdb()
+    yield
+    store.sync_client().flushdb()
+
+
+@pytest.fixture
+def user_client(client):
+    client.force_login(get_user_model().objects.create_user("trader", password="pw-test-only"))
+    return client
+
+
+@pytest.fixture(params=["dhan", "upstox"])
+def broker_account(request, tmp_path):
+    return tracked(tmp_path, request.param)
+
+
+def live(client, **params):
+    return client.get("/api/v2/options/live", {"underlying": "NIFTY", **params})
+
+
+def test_live_chain_has_the_documented_shape(user_client, broker_account):
+    chain = build_book(broker_account, EXPIRY)
+    publish(broker_account, chain)
+    response = live(user_client)  # no expiry: the nearest
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "success"
+    data = body["data"]
+    assert set(data) == DATA_KEYS
+    assert (data["underlying"], data["expiry"], data["source"]) == (
+        "NIFTY",
+        EXPIRY.isoformat(),
+        "live",
+    )
+    assert data["strike_interval"] == 100.0 and data["lot_size"] == 75
+    assert set(data["strikes"]) == {"25900", "26000", "26100", "26200"}
+    leg = data["strikes"]["26000"]["CE"]
+    assert set(leg) == LEG_KEYS
+    assert leg["iv"] == pytest.approx(0.14, abs=0.005)
+    assert data["atm_strike"] == 26_000.0
+
+
+def test_explicit_expiry_is_served(user_client, broker_account):
+    publish(broker_account, build_book(broker_account, LATER))
+    response = live(user_client, expiry=LATER.isoformat())
+    assert response.status_code == 200
+    assert response.json()["data"]["expiry"] == LATER.isoformat()
+
+
+def test_expiries_lists_the_tracked_expiries(user_client, broker_account):
+    response = user_client.get("/api/v2/options/expiries", {"underlying": "nifty"})
+    assert response.json() == {
+        "status": "success",
+        "data": {"underlying": "NIFTY", "expiries": [EXPIRY.isoformat(), LATER.isoformat()]},
+    }
+
+
+def test_anonymous_is_refused_with_401(client, broker_account):
+    response = live(client)
+    assert response.status_code == 401
+    assert response.json()["code"] == "unauthenticated"
+    assert client.get("/api/v2/options/expiries", {"underlying": "NIFTY"}).status_code == 401
+
+
+def test_public_setting_opens_the_api(client, broker_account, settings):
+    settings.CHAINS_PUBLIC = True
+    publish(broker_account, build_book(broker_account, EXPIRY))
+    assert live(client).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"underlying": ""}, "underlying is required"),
+        ({"expiry": "24-11-2026"}, "is not a date: use YYYY-MM-DD"),
+        ({"expiry": "2026-02-30"}, "is not a date"),
+    ],
+)
+def test_bad_parameters_answer_400(user_client, broker_account, params, message):
+    response = live(user_client, **params)
+    assert response.status_code == 400
+    assert response.json()["code"] == "bad_request"
+    assert message in response.json()["message"]
+
+
+def test_untracked_underlying_answers_404_listing_valid_ones(user_client, broker_account):
+    response = live(user_client, underlying="BANKNIFTY")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_tracked"
+    assert response.json()["valid"] == ["NIFTY"]
+    assert user_client.get("/api/v2/options/expiries", {"underlying": "X"}).status_code == 404
+
+
+def test_untracked_expiry_answers_404_listing_valid_ones(user_client, broker_account):
+    response = live(user_client, expiry=(LATER + timedelta(days=7)).isoformat())
+    assert response.status_code == 404
+    assert response.json()["valid"] == [EXPIRY.isoformat(), LATER.isoformat()]
+
+
+def test_missing_credentials_answer_503_with_last_known_data(user_client, broker_account):
+    publish(broker_account, build_book(broker_account, EXPIRY))
+    broker_account.set_access_token("")
+    broker_account.save()
+    response = live(user_client)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "credentials_missing"
+    assert "an admin must add it in admin → Broker accounts" in body["message"]
+    assert body["data"]["source"] == "last_known"
+    assert body["data"]["strikes"]
+
+
+def test_expired_token_answers_503_token_expired(user_client, broker_account):
+    publish(broker_account, build_book(broker_account, EXPIRY))
+    broker_account.status = AccountStatus.TOKEN_EXPIRED
+    broker_account.save()
+    response = live(user_client)
+    assert response.status_code == 503
+    assert response.json()["code"] == "token_expired"
+    assert "expired" in response.json()["message"]
+
+
+def test_token_past_its_expiry_answers_token_expired(user_client, broker_account):
+    broker_account.token_expires_at = timezone.now() - timedelta(minutes=1)
+    broker_account.save()
+    assert live(user_client).json()["code"] == "token_expired"
+
+
+def test_feed_down_serves_last_known_snapshot_from_redis(user_client, broker_account):
+    publish(broker_account, build_book(broker_account, EXPIRY), feed_state=None)
+    response = live(user_client)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "feed_down"
+    assert "runfeed" in body["message"]
+    assert body["data"]["source"] == "last_known"
+
+
+def test_feed_down_serves_the_persisted_snapshot_from_the_database(user_client, broker_account):
+    chain = build_book(broker_account, EXPIRY)
+    snapshot = {**chain.snapshot(), "ready": True}
+    as_of = timezone.now() - timedelta(days=1)
+    ChainSnapshot.objects.create(account=broker_account, underlying="NIFTY", expiry=EXPIRY,
+                                 seq=chain.seq, as_of=as_of, data=snapshot)  # fmt: skip
+    response = live(user_client)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "feed_down"
+    assert body["data"]["source"] == "closing"  # yesterday's last state
+    assert body["data"]["seq"] == chain.seq
+
+
+def test_feed_in_backoff_is_feed_down(user_client, broker_account):
+    publish(broker_account, build_book(broker_account, EXPIRY), feed_state="backoff")
+    assert live(user_client).json()["code"] == "feed_down"
+
+
+def test_live_feed_but_unpopulated_chain_answers_not_populated(user_client, broker_account):
+    publish(broker_account, build_book(broker_account, EXPIRY), ready=False)
+    response = live(user_client)
+    assert response.status_code == 503
+    assert response.json()["code"] == "not_populated"
+    assert "only 0 of 8 legs have a price" in response.json()["message"]
+
+
+def test_no_data_at_all_never_answers_an_empty_chain(user_client, broker_account):
+    response = live(user_client)
+    assert response.status_code == 503
+    assert response.json()["code"] == "feed_down"
+    assert response.json()["data"] is None
