@@ -1,0 +1,326 @@
+"""The exchange simulator's application: configuration, the shared state, the tick scheduler.
+
+``build_app(config)`` returns one ``aiohttp.web.Application`` serving both brokers' REST APIs,
+feeds and masters plus the ``/sim`` control API on one port. The scheduler only decides *how
+many* market steps are due (``ticks_per_second`` × elapsed time); the events themselves come
+from the seeded ``Market``, so a seed gives the same event sequence however the steps are
+batched. With ``ticks_per_second=0`` the market moves only on ``POST /sim/step``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from .auth import UPSTOX_USER_ID, Auth
+from .dhan_feed import DhanFeed
+from .dhan_rest import DhanRest, dhan_error
+from .faults import Faults, notify
+from .faults import routes as control_routes
+from .limits import ServerLimits
+from .market import Market
+from .universe import INDEX, Universe
+from .upstox_feed import UpstoxFeed
+from .upstox_rest import FEED_PATH, UpstoxRest, upstox_error
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TICKS_PER_SECOND = 1000
+MANUAL_STEP_SECONDS = 0.001  # the virtual time of one step when the market moves only on command
+MAX_BACKLOG_SECONDS = 0.5  # a scheduler that fell further behind skips ahead (counted)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything ``runsim`` can set. The credential defaults are clearly fake demo values."""
+
+    host: str = "127.0.0.1"
+    port: int = 8800
+    seed: int = 1
+    ticks_per_second: int = DEFAULT_TICKS_PER_SECOND
+    strikes: int = 40
+    weeklies: int = 4
+    monthlies: int = 3
+    interval: float = 0.05  # scheduler / flush period, seconds
+    ping_interval: float = 10.0
+    start: datetime | None = None  # the market clock's start; None = now
+    dhan_client_id: str = "1100000001"
+    dhan_token: str = "SIM-DHAN-TOKEN-demo"  # noqa: S105 - a public demo value
+    upstox_api_key: str = "sim-upstox-key"
+    upstox_api_secret: str = "SIM-UPSTOX-SECRET-demo"  # noqa: S105 - a public demo value
+    upstox_redirect_uri: str = "http://127.0.0.1:8000/brokers/upstox/callback"
+    upstox_token: str = "SIM-UPSTOX-TOKEN-demo"  # noqa: S105 - a public demo value
+    upstox_notifier_url: str = ""
+    upstox_max_connections: int = 2
+
+
+SIM = web.AppKey("simulator", object)
+
+
+class Simulator:
+    """The simulator's state: market, credentials, limits, faults and both feeds."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.dhan_rest = DhanRest(self)
+        self.upstox_rest = UpstoxRest(self)
+        self.dhan_feed = DhanFeed(self)
+        self.upstox_feed = UpstoxFeed(self)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._fresh()
+
+    def _fresh(self) -> None:
+        config = self.config
+        wall = time.time()
+        start = config.start.timestamp() if config.start is not None else wall
+        self.clock_offset = wall - start  # wall clock − market clock
+        self.universe = Universe(
+            datetime.fromtimestamp(start, UTC),
+            strikes=config.strikes,
+            weeklies=config.weeklies,
+            monthlies=config.monthlies,
+        )
+        rate = config.ticks_per_second
+        self.market = Market(
+            self.universe,
+            seed=config.seed,
+            start=start,
+            step_seconds=1.0 / rate if rate > 0 else MANUAL_STEP_SECONDS,
+        )
+        self.auth = Auth(
+            dhan_client_id=config.dhan_client_id,
+            dhan_token=config.dhan_token,
+            upstox_api_key=config.upstox_api_key,
+            upstox_api_secret=config.upstox_api_secret,
+            upstox_redirect_uri=config.upstox_redirect_uri,
+            upstox_token=config.upstox_token,
+        )
+        self.limits = ServerLimits()
+        self.faults = Faults()
+        self._cache: dict[str, bytes] = {}
+        self._anchor: float | None = None
+        self._done = 0
+        self.skipped_steps = 0
+        self.ticks_generated = 0
+        self._rate_window: list[tuple[float, int]] = []
+
+    # --- helpers the handlers use ------------------------------------------------------------
+
+    def feed(self, broker: str) -> DhanFeed | UpstoxFeed:
+        return self.dhan_feed if broker == "dhan" else self.upstox_feed
+
+    def cached(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """Bytes built once per simulator state (the masters)."""
+        if name not in self._cache:
+            self._cache[name] = make()
+        return self._cache[name]
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- market ------------------------------------------------------------------------------
+
+    def advance(self, steps: int) -> None:
+        """Generate ``steps`` market steps and deliver their events."""
+        ticks = self.market.run(steps)
+        self.ticks_generated += len(ticks)
+        self.dhan_feed.publish(ticks)
+        self.upstox_feed.publish(ticks)
+        self.flush()
+
+    def flush(self) -> None:
+        self.dhan_feed.flush()
+        self.upstox_feed.flush()
+
+    def tick_once(self, now: float) -> None:
+        """One scheduler beat at loop time ``now``: run the steps that are due."""
+        rate = self.config.ticks_per_second
+        if rate <= 0:  # the market moves only on POST /sim/step
+            return
+        if not self.faults.market_open or self.faults.stalled():
+            # Closed or stalled: the market does not move, so /sim/state keeps matching what
+            # the feeds delivered last; no catching up afterwards either.
+            self._anchor = None
+            return
+        if self._anchor is None:  # (re)start: no catching up on the time the market was shut
+            self._anchor, self._done = now, 0
+            self.market.advance_to(time.time() - self.clock_offset)
+            return
+        due = int((now - self._anchor) * rate) - self._done
+        limit = max(1, int(rate * MAX_BACKLOG_SECONDS))
+        if due > limit:  # fell behind (slow machine, paused process): skip, do not burst
+            self.skipped_steps += due - limit
+            self._done += due - limit
+            due = limit
+        if due > 0:
+            self._done += due
+            self.advance(due)
+            self._rate_window.append((now, due))
+
+    async def run_ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.interval)
+            self.tick_once(loop.time())
+
+    def measured_rate(self) -> float:
+        """Steps per second over the last ~5 s of the scheduler."""
+        now = asyncio.get_running_loop().time()
+        self._rate_window = [(t, n) for t, n in self._rate_window if t > now - 5.0]
+        if len(self._rate_window) < 2:
+            return 0.0
+        span = now - self._rate_window[0][0]
+        return sum(n for _, n in self._rate_window[1:]) / span if span > 0 else 0.0
+
+    # --- control -----------------------------------------------------------------------------
+
+    async def close_feeds(self) -> None:
+        for conn in [*self.dhan_feed.connections, *self.upstox_feed.connections]:
+            await conn.close(1001, "simulator reset or shutdown")
+
+    async def reset(self) -> None:
+        """Close every feed connection and start over with the configured flags."""
+        await self.close_feeds()
+        self._fresh()
+        logger.info("Simulator reset (seed %d)", self.config.seed)
+
+    async def approve_token_request(self, request_id: str) -> dict[str, Any]:
+        """Approve a pending Upstox v3 token request and deliver its token to the notifier.
+
+        Raises KeyError when no such request is pending.
+        """
+        token = self.auth.approve_request(request_id)
+        assert token.expires_at is not None
+        payload = {
+            "client_id": self.config.upstox_api_key,
+            "user_id": UPSTOX_USER_ID,
+            "access_token": token.value,
+            "token_type": "Bearer",
+            "expires_at": str(int(token.expires_at * 1000)),
+            "issued_at": str(int(token.issued_at * 1000)),
+            "message_type": "access_token",
+        }
+        url = self.config.upstox_notifier_url
+        delivered, outcome = (False, "no --upstox-notifier-url configured")
+        if url:
+            delivered, outcome = await notify(url, payload)
+        return {"ok": True, "approved": request_id, "delivered": delivered, "notifier": outcome,
+                "access_token": token.value, "expires_at": payload["expires_at"]}  # fmt: skip
+
+    def describe(self, *, instruments: bool = True) -> dict[str, Any]:
+        """What ``GET /sim/state`` returns."""
+        market = self.market
+        state: dict[str, Any] = {
+            "seed": self.config.seed,
+            "ticks_per_second": self.config.ticks_per_second,
+            "measured_ticks_per_second": round(self.measured_rate(), 1),
+            "steps": market.steps,
+            "skipped_steps": self.skipped_steps,
+            "market": {
+                "status": self.faults.market_status,
+                "time": datetime.fromtimestamp(market.now(), UTC).isoformat(),
+                "spots": {s.symbol: round(market.spot(s.symbol), 2) for s in self.universe.specs},
+                "expiries": {
+                    symbol: [d.isoformat() for d in days]
+                    for symbol, days in self.universe.expiries.items()
+                },
+            },
+            "faults": self.faults.describe(),
+            "connections": {
+                "dhan": self.dhan_feed.describe(),
+                "upstox": self.upstox_feed.describe(),
+            },
+            "subscriptions": {
+                "dhan": sum(len(c.subs) for c in self.dhan_feed.connections),
+                "upstox": sum(len(c.subs) for c in self.upstox_feed.connections),
+            },
+            "pending_token_requests": len(self.auth.pending_requests()),
+        }
+        if instruments:
+            state["instruments"] = [self._instrument(i) for i in self.universe.instruments]
+        return state
+
+    def _instrument(self, i: Any) -> dict[str, Any]:
+        return {
+            "underlying": i.spec.symbol,
+            "kind": i.kind,
+            "expiry": i.expiry.isoformat() if i.expiry else None,
+            "strike": i.strike,
+            "option_type": i.option_type or None,
+            "dhan_segment": i.dhan_segment,
+            "security_id": i.security_id,
+            "upstox_key": i.upstox_key,
+            "true_price": round(self.market.true_price(i), 4),
+            "ltp": i.ltp,
+            "ltt": i.ltt,
+            "bid": None if i.kind == INDEX else i.bid,
+            "ask": None if i.kind == INDEX else i.ask,
+            "volume": i.volume,
+            "oi": i.oi,
+            "prev_close": i.prev_close,
+            "prev_oi": i.prev_oi,
+            "iv": None if i.iv is None else round(i.iv, 6),
+        }
+
+
+def _api_broker(path: str) -> str | None:
+    """The broker whose REST API ``path`` belongs to (REST faults apply), else None."""
+    if path.startswith("/dhan/v2/"):
+        return "dhan"
+    if (
+        path.startswith(("/upstox/v2/", "/upstox/v3/"))
+        and "/login/authorization/dialog" not in path
+    ):
+        return "upstox"
+    return None
+
+
+@web.middleware
+async def rest_faults(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Answer REST calls with the configured 5xx/429 while a ``rest_error`` fault lasts."""
+    broker = _api_broker(request.path)
+    if broker is not None and request.path != FEED_PATH:
+        sim: Simulator = request.app[SIM]  # type: ignore[assignment]
+        status = sim.faults.rest_error(broker)
+        if status == 429:
+            if broker == "dhan":
+                return dhan_error(429, "DH-904", "Too many requests (simulated fault)")
+            return upstox_error(429, "UDAPI10005", "Too Many Request Sent (simulated fault)")
+        if status is not None:
+            if broker == "dhan":
+                return dhan_error(status, "DH-908", "Internal Server Error (simulated fault)")
+            return upstox_error(status, "UDAPI100500", "Something went wrong (simulated fault)")
+    return await handler(request)
+
+
+def build_app(config: SimConfig) -> web.Application:
+    """The simulator as an aiohttp application (starts its scheduler when the app starts)."""
+    sim = Simulator(config)
+    app = web.Application(middlewares=[rest_faults])
+    app[SIM] = sim
+    app.router.add_get("/dhan/feed", sim.dhan_feed.handle)
+    app.router.add_routes(sim.dhan_rest.routes())
+    app.router.add_routes(sim.upstox_rest.routes())
+    app.router.add_routes(control_routes(sim))
+
+    async def ticker(app: web.Application) -> Any:
+        task = asyncio.get_running_loop().create_task(sim.run_ticker())
+        yield
+        task.cancel()
+
+    async def shutdown(app: web.Application) -> None:
+        await sim.close_feeds()
+
+    app.cleanup_ctx.append(ticker)
+    app.on_shutdown.append(shutdown)
+    return app

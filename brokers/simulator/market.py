@@ -1,0 +1,344 @@
+"""The simulator's market model: a seeded, deterministic generator of tick events.
+
+Pure Python, no Django, no I/O. ``Market.step()`` draws the next event from the seeded RNG and
+returns it as a ``SimTick``; nothing here reads a clock. Time is virtual: step *n* happens at
+``start + n × step_seconds`` (``advance_to`` may jump it forward), so the same seed, start and
+universe give the same first N ticks however fast a scheduler calls ``step``.
+
+Model:
+
+* each index follows a driftless geometric random walk with a realistic intraday volatility
+  (annual vol spread over 252 days × 6¼ trading hours), advanced whenever the index ticks;
+* each option is priced with Black-76 (``chains.black76``) on the forward ``spot·e^{carry·T}``
+  with a volatility smile and put skew around an at-the-money volatility that wanders slowly;
+* the book straddles the theoretical price on the 0.05 grid (wider for dearer options); each
+  option event is a trade at the bid or the ask, volume grows by whole lots, OI drifts by lots;
+* instruments near the money and of near expiries tick more often (static weights);
+* previous close / OI / volume are set at start so that the day's change is plausible.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from bisect import bisect
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import NamedTuple
+
+from chains import black76
+
+from .universe import INDEX, Instrument, Universe
+
+YEAR_SECONDS = 365.0 * 86400.0
+TRADING_SECONDS_PER_YEAR = 252 * 22500.0  # 6 h 15 min sessions
+MIN_YEARS = 120.0 / YEAR_SECONDS  # price an expiring option with at least two minutes left
+CARRY = 0.06  # futures premium over spot (rate minus dividend yield), per year
+INDEX_WEIGHT = 0.5  # relative tick frequency of an index (a near-ATM leg weighs ~1)
+
+
+class SimTick(NamedTuple):
+    """One event: the instrument's state right after it ticked. ``at`` is epoch seconds.
+
+    ``iv`` is a fraction (None for an index); ``forward``/``years`` are what the option was
+    priced with (greeks follow from them, see ``Market.greeks``).
+    """
+
+    instrument: Instrument
+    at: float
+    ltp: float
+    ltq: int
+    volume: int
+    oi: int
+    bid: float
+    bid_qty: int
+    ask: float
+    ask_qty: int
+    avg_price: float
+    open: float
+    high: float
+    low: float
+    total_buy_qty: int
+    total_sell_qty: int
+    oi_day_high: int
+    oi_day_low: int
+    iv: float | None
+    forward: float
+    years: float
+
+
+@dataclass(slots=True)
+class _Underlying:
+    spot: float
+    vol: float  # current at-the-money volatility
+    base_vol: float
+    last: float  # virtual time of the last spot move
+    sigma: float  # per √second
+
+
+def grid(price: float) -> float:
+    """Round a price to the 0.05 tick grid (two decimals, no float noise)."""
+    return round(round(price * 20.0) / 20.0, 2)
+
+
+def smile_vol(atm: float, forward: float, strike: float, years: float) -> float:
+    """The volatility of ``strike``: ATM vol with a put skew and a smile in standardised
+    moneyness, a little higher for the last days of an expiry; clipped to [0.5, 3] × ATM."""
+    sd = atm * math.sqrt(years)
+    m = math.log(strike / forward) / sd
+    term = 1.0 + 0.12 * math.exp(-years * 52.0)
+    vol = atm * term * (1.0 - 0.045 * m + 0.022 * m * m)
+    return min(max(vol, 0.5 * atm), 3.0 * atm)
+
+
+class Market:
+    """The live state of every instrument of ``universe`` and the seeded event generator.
+
+    ``start`` is the virtual time (epoch seconds) of step 0; each step advances it by
+    ``step_seconds`` (> 0). Raises ValueError for a non-positive ``step_seconds``.
+    """
+
+    def __init__(self, universe: Universe, *, seed: int, start: float, step_seconds: float) -> None:
+        if not step_seconds > 0:
+            raise ValueError(f"step_seconds must be > 0, got {step_seconds!r}")
+        self.universe = universe
+        self.seed = seed
+        self.step_seconds = step_seconds
+        self.steps = 0
+        self._base = start
+        self._since_base = 0
+        self._rng = random.Random(seed)
+        self._underlyings: dict[str, _Underlying] = {}
+        for spec in universe.specs:
+            self._init_underlying(spec.symbol)
+        for instrument in universe.instruments:
+            if instrument.kind != INDEX:
+                self._init_option(instrument, start)
+        self._instruments = universe.instruments
+        self._cum = list(accumulate(i.weight for i in self._instruments))
+        self._total = self._cum[-1]
+
+    # --- clock -------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The virtual time (epoch seconds) of the last step."""
+        return self._base + self._since_base * self.step_seconds
+
+    def advance_to(self, at: float) -> None:
+        """Jump the virtual clock forward to ``at`` (no events); earlier times are ignored."""
+        if at > self.now():
+            self._base, self._since_base = at, 0
+
+    # --- state -------------------------------------------------------------------------------
+
+    def spot(self, symbol: str) -> float:
+        """The current (true) level of an index."""
+        return self._underlyings[symbol].spot
+
+    def atm_vol(self, symbol: str) -> float:
+        return self._underlyings[symbol].vol
+
+    def pricing(
+        self, instrument: Instrument, at: float | None = None
+    ) -> tuple[float, float, float]:
+        """(forward, years, vol) of an option at virtual time ``at`` (default now)."""
+        u = self._underlyings[instrument.spec.symbol]
+        at = self.now() if at is None else at
+        years = max((instrument.expires_at - at) / YEAR_SECONDS, MIN_YEARS)
+        forward = u.spot * math.exp(CARRY * years)
+        assert instrument.strike is not None
+        return forward, years, smile_vol(u.vol, forward, instrument.strike, years)
+
+    def true_price(self, instrument: Instrument) -> float:
+        """The index level, or the option's Black-76 value now (not rounded to the grid)."""
+        if instrument.kind == INDEX:
+            return self.spot(instrument.spec.symbol)
+        forward, years, vol = self.pricing(instrument)
+        assert instrument.strike is not None
+        return black76.price(
+            call=instrument.is_call, forward=forward, strike=instrument.strike, years=years, vol=vol
+        )
+
+    def snapshot(self, instrument: Instrument) -> SimTick:
+        """The instrument's current state as an event (no RNG draw, no state change)."""
+        i = instrument
+        return SimTick(
+            i, i.ltt, i.ltp, i.ltq, i.volume, i.oi, i.bid, i.bid_qty, i.ask, i.ask_qty,
+            i.avg_price, i.open, i.high, i.low, i.total_buy_qty, i.total_sell_qty,
+            i.oi_day_high, i.oi_day_low, i.iv, i.forward, i.years,
+        )  # fmt: skip
+
+    @staticmethod
+    def greeks(tick: SimTick) -> black76.Greeks | None:
+        """Delta, gamma, theta/day, vega/point of an option event; None for an index."""
+        i = tick.instrument
+        if i.kind == INDEX or tick.iv is None:
+            return None
+        assert i.strike is not None
+        return black76.greeks(
+            call=i.is_call, forward=tick.forward, strike=i.strike, years=tick.years, vol=tick.iv
+        )
+
+    @staticmethod
+    def depth(tick: SimTick) -> tuple[tuple[int, int, int, int, float, float], ...]:
+        """Five book levels ``(bid_qty, ask_qty, bid_orders, ask_orders, bid, ask)``, best
+        first, derived from the top of book; a bid level below one tick is empty (all 0)."""
+        lot = tick.instrument.spec.lot_size if tick.instrument.kind != INDEX else 1
+        levels = []
+        for n in range(5):
+            bid = round(tick.bid - 0.05 * n, 2)
+            ask = round(tick.ask + 0.05 * n, 2)
+            bid_qty = tick.bid_qty * (n + 1) if bid >= 0.05 else 0
+            ask_qty = tick.ask_qty * (n + 1)
+            levels.append(
+                (bid_qty, ask_qty, (bid_qty // lot + 1) // 2 if bid_qty else 0,
+                 (ask_qty // lot + 1) // 2, bid if bid_qty else 0.0, ask)
+            )  # fmt: skip
+        return tuple(levels)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def step(self) -> SimTick:
+        """Advance one step and return its event (deterministic given seed and history)."""
+        self.steps += 1
+        self._since_base += 1
+        at = self._base + self._since_base * self.step_seconds
+        rng = self._rng
+        instrument = self._instruments[bisect(self._cum, rng.random() * self._total)]
+        if instrument.kind == INDEX:
+            self._move_index(instrument, at)
+        else:
+            self._trade(instrument, at)
+        return self.snapshot(instrument)
+
+    def run(self, steps: int) -> list[SimTick]:
+        """``steps`` consecutive events."""
+        step = self.step
+        return [step() for _ in range(steps)]
+
+    def _move_index(self, instrument: Instrument, at: float) -> None:
+        rng = self._rng
+        u = self._underlyings[instrument.spec.symbol]
+        elapsed = max(at - u.last, 0.0)
+        u.last = at
+        u.spot *= math.exp(u.sigma * math.sqrt(elapsed) * rng.gauss(0.0, 1.0))
+        # The ATM volatility wanders slowly and reverts to its base level.
+        u.vol += 0.02 * (u.base_vol - u.vol) + 0.0004 * rng.gauss(0.0, 1.0)
+        ltp = grid(u.spot)
+        instrument.ltp = ltp
+        instrument.ltt = at
+        instrument.high = max(instrument.high, ltp)
+        instrument.low = min(instrument.low, ltp)
+
+    def _quote(self, instrument: Instrument, theo: float) -> None:
+        """Set bid/ask around ``theo`` on the grid: wider for dearer options."""
+        rng = self._rng
+        spread = 1 + int(theo * 0.012) + (rng.random() < 0.3)
+        bid = math.floor((theo - spread * 0.025) * 20.0) / 20.0
+        bid = round(max(bid, 0.05), 2)
+        instrument.bid = bid
+        instrument.ask = round(bid + spread * 0.05, 2)
+        lot = instrument.spec.lot_size
+        instrument.bid_qty = lot * (1 + int(rng.random() * 30))
+        instrument.ask_qty = lot * (1 + int(rng.random() * 30))
+
+    def _trade(self, instrument: Instrument, at: float) -> None:
+        rng = self._rng
+        forward, years, vol = self.pricing(instrument, at)
+        assert instrument.strike is not None
+        theo = black76.price(
+            call=instrument.is_call, forward=forward, strike=instrument.strike, years=years, vol=vol
+        )
+        self._quote(instrument, theo)
+        buy = rng.random() < 0.5
+        lot = instrument.spec.lot_size
+        ltq = lot * (1 + int(rng.expovariate(0.6)))
+        ltp = instrument.ask if buy else instrument.bid
+        instrument.ltp, instrument.ltq, instrument.ltt = ltp, ltq, at
+        instrument.volume += ltq
+        instrument.turnover += ltp * ltq
+        instrument.high = max(instrument.high, ltp)
+        instrument.low = min(instrument.low, ltp)
+        if buy:
+            instrument.total_buy_qty += ltq
+        else:
+            instrument.total_sell_qty += ltq
+        r = rng.random()
+        if r < 0.3:  # about a third of trades open or close positions
+            change = lot * (1 + int(r * 20))
+            oi = instrument.oi + (change if rng.random() < 0.55 else -change)
+            instrument.oi = max(oi, 0)
+            instrument.oi_day_high = max(instrument.oi_day_high, instrument.oi)
+            instrument.oi_day_low = min(instrument.oi_day_low, instrument.oi)
+        instrument.iv, instrument.forward, instrument.years = vol, forward, years
+
+    # --- initial state ----------------------------------------------------------------------
+
+    def _init_underlying(self, symbol: str) -> None:
+        rng = self._rng
+        index = self.universe.indices[symbol]
+        spec = index.spec
+        spot = spec.spot * (1.0 + 0.003 * rng.gauss(0.0, 1.0))
+        base_vol = spec.vol * (1.0 + 0.05 * rng.gauss(0.0, 1.0))
+        self._underlyings[symbol] = _Underlying(
+            spot=spot,
+            vol=base_vol,
+            base_vol=base_vol,
+            last=self._base,
+            sigma=base_vol / math.sqrt(TRADING_SECONDS_PER_YEAR),
+        )
+        prev_close = grid(spot * (1.0 - 0.006 * rng.gauss(0.0, 1.0)))
+        opened = grid(prev_close * (1.0 + 0.002 * rng.gauss(0.0, 1.0)))
+        index.ltp = grid(spot)
+        index.ltt = self._base - 1.0
+        index.prev_close, index.open = prev_close, opened
+        index.high = grid(max(opened, index.ltp) * (1.0 + abs(0.002 * rng.gauss(0.0, 1.0))))
+        index.low = grid(min(opened, index.ltp) * (1.0 - abs(0.002 * rng.gauss(0.0, 1.0))))
+        index.bid = index.ask = index.ltp
+        index.weight = INDEX_WEIGHT
+
+    def _init_option(self, instrument: Instrument, start: float) -> None:
+        rng = self._rng
+        spec = instrument.spec
+        symbol = spec.symbol
+        u = self._underlyings[symbol]
+        index = self.universe.indices[symbol]
+        expiries = self.universe.expiries[symbol]
+        assert instrument.expiry is not None and instrument.strike is not None
+        rank = expiries.index(instrument.expiry)
+        distance = (instrument.strike - u.spot) / spec.strike_step
+        liquidity = math.exp(-0.5 * (distance / 6.0) ** 2)
+        instrument.weight = 0.5**rank * (liquidity + 0.02)
+        lot = spec.lot_size
+        forward, years, vol = self.pricing(instrument, start)
+        call = instrument.is_call
+        theo = black76.price(
+            call=call, forward=forward, strike=instrument.strike, years=years, vol=vol
+        )
+        yesterday = years + 1.0 / 365.0
+        prev_forward = index.prev_close * math.exp(CARRY * yesterday)
+        prev_vol = smile_vol(u.vol, prev_forward, instrument.strike, yesterday)
+        prev = black76.price(
+            call=call, forward=prev_forward, strike=instrument.strike, years=yesterday, vol=prev_vol
+        )
+        instrument.prev_close = max(grid(prev), 0.05)
+        self._quote(instrument, theo)
+        instrument.ltp = instrument.ask if rng.random() < 0.5 else instrument.bid
+        instrument.ltt = start - 1.0 - 30.0 * rng.random()
+        instrument.ltq = lot
+        base_oi = 4000.0 * (liquidity + 0.05) * 0.6**rank
+        instrument.prev_oi = lot * int(base_oi * (0.8 + 0.4 * rng.random()))
+        instrument.oi = max(lot * int(instrument.prev_oi / lot * (0.85 + 0.3 * rng.random())), 0)
+        instrument.oi_day_high = max(instrument.oi, instrument.prev_oi)
+        instrument.oi_day_low = min(instrument.oi, instrument.prev_oi)
+        instrument.prev_volume = lot * int(20000.0 * (liquidity + 0.02) * 0.5**rank * rng.random())
+        instrument.volume = lot * int(8000.0 * (liquidity + 0.02) * 0.5**rank * rng.random()) + lot
+        avg = max(instrument.ltp * (1.0 + 0.03 * rng.gauss(0.0, 1.0)), 0.05)
+        instrument.turnover = avg * instrument.volume
+        opened = max(grid(instrument.prev_close * (1.0 + 0.05 * rng.gauss(0.0, 1.0))), 0.05)
+        instrument.open = opened
+        instrument.high = max(opened, instrument.ltp, grid(avg))
+        instrument.low = min(opened, instrument.ltp, grid(avg))
+        instrument.total_buy_qty = lot * (50 + int(500 * rng.random()))
+        instrument.total_sell_qty = lot * (50 + int(500 * rng.random()))
+        instrument.iv, instrument.forward, instrument.years = vol, forward, years
