@@ -2,8 +2,10 @@
 
 Makes sure Redis is reachable (REDIS_URL; else a redis-server from PATH with its files under
 .local/redis; else apt on Debian as root; else stops with the exact instruction), migrates,
-creates the demo login, then starts every process and supervises them: Ctrl-C (or SIGTERM)
-stops them all cleanly; if one dies, the others are stopped and the exit code says so.
+creates the demo login, starts the exchange simulator, wires a Dhan and an Upstox account to
+it (``simaccounts``: masters loaded, chains tracked), then starts runfeed, the Celery worker
+and beat and daphne, and prints the URL once the NIFTY chain is live. Ctrl-C (or SIGTERM)
+stops every process cleanly; if one dies, the others are stopped and the exit code says so.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ DEMO_USER = "demo"
 
 
 class Command(BaseCommand):
-    help = "Set up and run optionsite locally: Redis check, migrate, demo login, web server."
+    help = "Set up and run optionsite on the local exchange simulator (what `make demo` runs)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8000")))
+        parser.add_argument(
+            "--sim-port", type=int, default=int(os.environ.get("DEMO_SIM_PORT", "8800"))
+        )
         parser.add_argument(
             "--setup-only", action="store_true", help="Prepare everything, start nothing."
         )
@@ -49,26 +54,39 @@ class Command(BaseCommand):
             self.stdout.write("Setup done.")
             self._stop_redis()
             return
-        host, port = options["host"], options["port"]
-        if not port_free(host, port):
-            raise CommandError(
-                f"Port {port} on {host} is in use: stop what runs there or choose another "
-                "port (DEMO_PORT=8001 make demo)."
-            )
-        processes = {
-            "web": [
-                sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
-                "optionsite.asgi:application",
-            ],
-        }  # fmt: skip
+        host, port, sim_port = options["host"], options["port"], options["sim_port"]
+        for what, number in (("web", port), ("simulator", sim_port)):
+            if not port_free(host, number):
+                raise CommandError(
+                    f"Port {number} on {host} ({what}) is in use: stop what runs there or choose "
+                    "another port (DEMO_PORT=8001 / DEMO_SIM_PORT=8801 make demo)."
+                )
+        python = sys.executable
+        local_dir = str(local)
+        supervisor = Supervisor(self.stdout.write)
         url = f"http://{host}:{port}/"
-        supervisor = Supervisor(processes, self.stdout.write)
         try:
-            supervisor.start()
+            callback = f"{url}brokers/upstox/callback"
+            supervisor.start(
+                "simulator",
+                [python, "manage.py", "runsim", "--host", host, "--port", str(sim_port),
+                 "--upstox-redirect-uri", callback],
+            )  # fmt: skip
+            wait_for_port(host, sim_port, timeout=30)
+            call_command("simaccounts", url=f"http://{host}:{sim_port}", stdout=self.stdout)
+            supervisor.start("feed", [python, "manage.py", "runfeed"])
+            celery = [python, "-m", "celery", "-A", "optionsite"]
+            supervisor.start("worker", [*celery, "worker", "--concurrency", "1", "-l", "INFO"])
+            schedule = f"{local_dir}/celerybeat-schedule"
+            supervisor.start("beat", [*celery, "beat", "--schedule", schedule, "-l", "INFO"])
+            daphne = [python, "-m", "daphne", "-b", host, "-p", str(port)]
+            supervisor.start("web", [*daphne, "optionsite.asgi:application"])
             wait_for_port(host, port, timeout=30)
+            wait_for_chain("NIFTY", timeout=60, say=self.stdout.write)
             self.stdout.write(self.style.SUCCESS(f"\noptionsite is running at {url}"))
             self.stdout.write(
-                f"Log in as '{DEMO_USER}' with password '{password}' (admin: {url}admin/)"
+                f"Log in as '{DEMO_USER}' with password '{password}' (admin: {url}admin/, "
+                f"status: {url}status/, simulator: http://{host}:{sim_port}/sim/state)"
             )
             self.stdout.write("Press Ctrl-C to stop.\n")
             code = supervisor.wait()
@@ -96,6 +114,24 @@ def wait_for_port(host: str, port: int, *, timeout: float) -> None:
             return
         time.sleep(0.2)
     raise CommandError(f"Nothing listens on {host}:{port} after {timeout:.0f}s.")
+
+
+def wait_for_chain(underlying: str, *, timeout: float, say: Any) -> None:
+    """Wait until a feed worker reports ``underlying`` ready (or say why it is not)."""
+    from chains import store
+
+    deadline = time.monotonic() + timeout
+    last = "no feed status yet"
+    while time.monotonic() < deadline:
+        for account in ("sim-dhan", "sim-upstox"):
+            status = store.read_feed_status(account) or {}
+            for chain in status.get("chains", []):
+                if chain["underlying"] == underlying:
+                    if chain["ready"]:
+                        return
+                    last = f"{account}: {status.get('state')}, {chain['reason']}"
+        time.sleep(0.5)
+    say(f"The {underlying} chain is not live after {timeout:.0f}s ({last}); see /status/.")
 
 
 def redis_reachable(url: str) -> bool:
@@ -163,15 +199,13 @@ def ensure_demo_user(password_file: Path) -> str:
 class Supervisor:
     """Starts named child processes and stops them together (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, commands: dict[str, list[str]], say: Any) -> None:
-        self.commands = commands
+    def __init__(self, say: Any) -> None:
         self.say = say
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self) -> None:
-        for name, argv in self.commands.items():
-            self.say(f"starting {name}: {' '.join(argv[1:4])} …")
-            self.procs[name] = subprocess.Popen(argv, start_new_session=True)
+    def start(self, name: str, argv: list[str]) -> None:
+        self.say(f"starting {name}: {' '.join(argv[1:5])} …")
+        self.procs[name] = subprocess.Popen(argv, start_new_session=True)
 
     def wait(self) -> int:
         """Block until Ctrl-C/SIGTERM (returns 0) or a child exits (returns its code or 1)."""
@@ -196,7 +230,7 @@ class Supervisor:
         return 0
 
     def stop(self) -> None:
-        for proc in self.procs.values():
+        for proc in reversed(self.procs.values()):  # web first, simulator last
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
