@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 KEY_FILE := .local/field_encryption.key
 
-.PHONY: demo test lint pytest pytest-postgres proto bench clean help
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: demo test lint browser pytest pytest-postgres proto bench clean help
 
 help:
 	@echo "make demo   — set up and run optionsite on the local simulator"
@@ -31,6 +33,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The browser tests drive Debian's Chromium (Playwright cannot download its own here).
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
+	    echo "Installing Debian's chromium for the browser tests…"; \
+	    apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; \
+	  else \
+	    echo "The browser tests need $(CHROMIUM): sudo apt-get install chromium"; exit 1; \
+	  fi; \
+	fi
+
 # The suite runs on SQLite always, and again on PostgreSQL when DATABASE_URL points at one.
 pytest: $(STAMP)
 	env -u DATABASE_URL $(VENV)/bin/pytest -q
@@ -41,7 +54,7 @@ pytest-postgres: $(STAMP)
 	  *) echo "== PostgreSQL pass skipped: DATABASE_URL does not point at PostgreSQL" ;; \
 	esac
 
-test: lint pytest pytest-postgres
+test: lint browser pytest pytest-postgres
 
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. brokers/upstox/MarketDataFeedV3.proto

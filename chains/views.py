@@ -46,7 +46,9 @@ def chain_nearest(request: HttpRequest, underlying: str) -> HttpResponse:
         chain, expiry = selectors.resolve(underlying, None)
     except selectors.NotTracked as exc:
         raise Http404(str(exc)) from None
-    return redirect("chain", underlying=chain.underlying, expiry=expiry.isoformat())
+    target = reverse("chain", kwargs={"underlying": chain.underlying, "expiry": expiry.isoformat()})
+    query = request.GET.urlencode()
+    return redirect(f"{target}?{query}" if query else target)
 
 
 def chain_page(request: HttpRequest, underlying: str, expiry: str) -> HttpResponse:
