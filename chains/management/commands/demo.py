@@ -127,7 +127,7 @@ def wait_for_chain(underlying: str, *, timeout: float, say: Any) -> None:
             status = store.read_feed_status(account) or {}
             for chain in status.get("chains", []):
                 if chain["underlying"] == underlying:
-                    if chain["ready"]:
+                    if chain["ready"] and status.get("state") in {"live", "quiet"}:
                         return
                     last = f"{account}: {status.get('state')}, {chain['reason']}"
         time.sleep(0.5)
