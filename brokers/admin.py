@@ -14,10 +14,12 @@ from django.contrib import admin, messages
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from .exceptions import InstrumentFileError, InstrumentLoadError
+from . import upstox_login
+from .exceptions import InstrumentFileError, InstrumentLoadError, LoginError
 from .loading import instruments_load, open_master
 from .masters import KeepFilter
 from .models import BrokerAccount, Instrument, TrackedChain
@@ -60,6 +62,7 @@ class BrokerAccountForm(forms.ModelForm):
             "enabled",
             "client_id",
             "token_expires_at",
+            "upstox_user_id",
             "rest_base_url",
             "feed_base_url",
             "login_base_url",
@@ -114,6 +117,25 @@ def load_instrument_master(
         modeladmin.message_user(request, report.summary_lines()[0], level=messages.SUCCESS)
 
 
+@admin.action(description="Request an Upstox token (approve it in the Upstox app)")
+def request_upstox_token(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[BrokerAccount]
+) -> None:
+    for account in queryset:
+        try:
+            answer = upstox_login.request_token(account)
+        except LoginError as exc:
+            modeladmin.message_user(request, str(exc), level=messages.ERROR)
+            continue
+        until = timezone.localtime(answer.authorization_expiry).strftime("%H:%M")
+        modeladmin.message_user(
+            request,
+            f"{account.name}: approve the token request in the Upstox app before {until} IST; "
+            f"the token then arrives at {upstox_login.notifier_url(account)}.",
+            level=messages.SUCCESS,
+        )
+
+
 @admin.register(BrokerAccount)
 class BrokerAccountAdmin(admin.ModelAdmin):
     form = BrokerAccountForm
@@ -133,11 +155,13 @@ class BrokerAccountAdmin(admin.ModelAdmin):
     readonly_fields = [
         "status",
         "secrets_state",
+        "token_left",
+        "upstox_login",
         "last_error",
         "last_checked_at",
         "effective_urls",
     ]
-    actions = [load_instrument_master]
+    actions = [load_instrument_master, request_upstox_token]
     fieldsets = [
         (None, {"fields": ["name", "kind", "enabled", "client_id"]}),
         (
@@ -145,12 +169,20 @@ class BrokerAccountAdmin(admin.ModelAdmin):
             {
                 "fields": [
                     "secrets_state",
+                    "token_left",
                     "new_access_token",
                     "clear_access_token",
                     "token_expires_at",
                     "new_api_secret",
                     "clear_api_secret",
                 ]
+            },
+        ),
+        (
+            "Upstox daily login",
+            {
+                "description": "Upstox tokens expire every day at 03:30 IST.",
+                "fields": ["upstox_login", "upstox_user_id"],
             },
         ),
         ("Health", {"fields": ["status", "last_checked_at", "last_error"]}),
@@ -192,6 +224,34 @@ class BrokerAccountAdmin(admin.ModelAdmin):
         if obj.kind == "upstox":
             parts.append(f"API secret: {'set' if obj.api_secret else 'not set'}")
         return "; ".join(parts)
+
+    @admin.display(description="Token valid for")
+    def token_left(self, obj: BrokerAccount) -> str:
+        if not obj.has_token:
+            return "no token"
+        if obj.token_expires_at is None:
+            return "unknown (the broker did not say)"
+        left = obj.token_expires_at - timezone.now()
+        when = timezone.localtime(obj.token_expires_at).strftime("%d %b %H:%M %Z")
+        if left.total_seconds() <= 0:
+            return f"expired at {when}: an admin must log in again"
+        hours, rest = divmod(int(left.total_seconds()), 3600)
+        return f"{hours}h {rest // 60}m (login needed by {when})"
+
+    @admin.display(description="Log in")
+    def upstox_login(self, obj: BrokerAccount) -> str:
+        if obj.kind != "upstox":
+            return "DhanHQ tokens are pasted above (or set by syncaccounts); they renew daily."
+        if obj.pk is None:
+            return "Save the account first."
+        return format_html(
+            '<a class="button" href="{}">Log in to Upstox</a><br>'
+            "Register this redirect URI with your Upstox app: <code>{}</code><br>"
+            "Notifier URL for token requests: <code>{}</code>",
+            reverse("upstox-login", args=[obj.pk]),
+            upstox_login.redirect_uri(),
+            upstox_login.notifier_url(obj),
+        )
 
     @admin.display(description="Endpoints in use")
     def effective_urls(self, obj: BrokerAccount) -> str:

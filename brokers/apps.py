@@ -9,4 +9,4 @@ class BrokersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the system checks
+        from . import checks, signals  # noqa: F401 - registers the checks and signal handlers

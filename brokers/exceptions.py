@@ -99,3 +99,19 @@ class InstrumentLoadError(RuntimeError):
 
 class FeedConfigError(RuntimeError):
     """The feed cannot start: a misconfiguration a person must fix (the message says how)."""
+
+
+class TokenCheckFailed(RuntimeError):
+    """A token check found accounts a person must attend to (the message lists them)."""
+
+
+class InstrumentRefreshFailed(RuntimeError):
+    """The daily master refresh could not load every account's master (the message lists them)."""
+
+
+class LoginError(RuntimeError):
+    """A broker login (OAuth callback) failed; the message says why and what to do."""
+
+
+class NotifierRefused(ValueError):
+    """A POST to the Upstox token notifier was refused (never carries the token)."""

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import httpx
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max, ProtectedError
 
-from .exceptions import InstrumentFileError, InstrumentLoadError
+from .exceptions import InstrumentFileError, InstrumentLoadError, InstrumentRefreshFailed
 from .masters import InstrumentRecord, KeepFilter
 from .models import BrokerAccount, Instrument
 from .registry import get_spec
@@ -305,3 +306,39 @@ def open_master(
     with tempfile.TemporaryFile(prefix="optionsite-master-") as temp:
         download_master(url, temp, on_progress=on_progress)
         yield temp, url.split("?", 1)[0]
+
+
+def settings_keep_filter() -> KeepFilter:
+    """The rows to keep per the INSTRUMENT_KINDS and INSTRUMENT_UNDERLYINGS settings."""
+    return KeepFilter(
+        kinds=frozenset(settings.INSTRUMENT_KINDS),
+        underlyings=frozenset(settings.INSTRUMENT_UNDERLYINGS) or None,
+    )
+
+
+def masters_refresh(*, account: str | None = None) -> list[LoadReport]:
+    """Download and load the master of ``account`` (default: every enabled account) from its
+    master URL, each all or nothing. Returns the reports of the loads that worked.
+
+    Raises InstrumentRefreshFailed, after trying every account, naming each that failed and
+    why (its previous master is unchanged); BrokerAccount.DoesNotExist for an unknown name.
+    """
+    if account is not None:
+        accounts = [BrokerAccount.objects.get(name=account)]
+    else:
+        accounts = list(BrokerAccount.objects.filter(enabled=True).order_by("name"))
+    keep = settings_keep_filter()
+    reports, failures = [], []
+    for item in accounts:
+        try:
+            with open_master(url=item.effective_master_url()) as (stream, name):
+                reports.append(
+                    instruments_load(account=item, stream=stream, source_name=name, keep=keep)
+                )
+        except (InstrumentFileError, InstrumentLoadError) as exc:
+            logger.error("Instrument master of %s not loaded: %s", item.name, exc)
+            failures.append(f"{item.name}: {exc} (the previous master is unchanged)")
+    if failures:
+        done = "; ".join(r.summary_lines()[0] for r in reports)
+        raise InstrumentRefreshFailed("; ".join(failures) + (f". Loaded: {done}" if done else ""))
+    return reports

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -24,6 +26,10 @@ class AccountStatus(models.TextChoices):
     ERROR = "error", "Error"
 
 
+def new_notifier_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
 class BrokerAccount(models.Model):
     """One login at a broker: credentials, endpoints and its last known health.
 
@@ -40,6 +46,19 @@ class BrokerAccount(models.Model):
     access_token = EncryptedSecretField()
     api_secret = EncryptedSecretField(help_text="Upstox API secret (unused for DhanHQ).")
     token_expires_at = models.DateTimeField(null=True, blank=True)
+    upstox_user_id = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Upstox user id (filled by the admin login): token notifications for another "
+        "user are refused.",
+    )
+    notifier_secret = models.CharField(
+        max_length=64,
+        unique=True,
+        default=new_notifier_secret,
+        editable=False,
+        help_text="The unguessable part of this account's Upstox notifier URL.",
+    )
     rest_base_url = models.URLField(blank=True, help_text="Blank: the broker's real REST host.")
     feed_base_url = models.CharField(
         max_length=200, blank=True, help_text="Blank: the broker's real feed host (ws/wss URL)."

@@ -222,6 +222,19 @@ class ChainBook:
                 self.spot = spot
                 self.header_dirty = True
 
+    def apply_rest(
+        self, spot: float | None, rows: Mapping[str, Mapping[str, object]], observed_at: float
+    ) -> int:
+        """Apply a REST option chain observed at ``observed_at`` (newer wins, per leg and for
+        the spot). Rows of instruments outside this chain are skipped. Returns legs changed."""
+        if spot:
+            self.apply_spot_value(spot, observed_at)
+        return sum(
+            self.apply_fields(instrument, fields, observed_at)
+            for instrument, fields in rows.items()
+            if instrument in self.legs
+        )
+
     # --- flush -----------------------------------------------------------------------------
 
     @property
@@ -389,6 +402,14 @@ class ChainBook:
         if priced * 2 < len(self.legs):
             return False, f"only {priced} of {len(self.legs)} legs have a price"
         return True, f"{priced} of {len(self.legs)} legs priced"
+
+
+def stored_snapshot(chain: ChainBook, *, account: str, broker: str) -> dict[str, object]:
+    """The chain as Redis and the database store it: the API shape plus its feed bookkeeping
+    (``account``, ``broker``, ``ready``, ``reason``)."""
+    ready, reason = chain.readiness()
+    return {**chain.snapshot(), "account": account, "broker": broker, "ready": ready,
+            "reason": reason}  # fmt: skip
 
 
 def leg_dict(leg: Leg) -> dict[str, object]:

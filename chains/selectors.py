@@ -20,6 +20,7 @@ from brokers.models import AccountStatus, BrokerAccount, TrackedChain
 from . import store
 from .analytics import IST
 from .models import ChainSnapshot, TaskOutcome
+from .outcomes import PERIODIC_TASKS
 
 CLOSE = time(15, 30)
 LIVE_STATES = {"live", "quiet"}
@@ -224,25 +225,60 @@ def system_status(*, now: datetime | None = None) -> dict[str, Any]:
                     "seq": data.get("seq"),
                     "as_of": data.get("as_of"),
                     "strikes": len(data.get("strikes") or {}),
+                    **_legs_priced(data.get("strikes") or {}),
                 }
             )
-    tasks = [
-        {
-            "name": t.name,
-            "started_at": _iso(t.started_at),
-            "finished_at": _iso(t.finished_at),
-            "ok": t.ok,
-            "detail": t.detail,
-        }
-        for t in TaskOutcome.objects.order_by("name")
-    ]
     return {
         "time": now.astimezone(UTC).isoformat(),
         "accounts": accounts,
+        "feeds": [_feed_summary(a["name"], a["feed"]) for a in accounts if a["enabled"]],
         "chains": chains,
-        "tasks": tasks,
+        "tasks": _task_outcomes(),
         "channel_gaps": store.channel_gaps(),
     }
+
+
+FEED_FIELDS = (
+    "state", "error", "connected_since", "ticks_per_second", "last_frame_age", "reconnects",
+    "decode_errors", "publish_errors", "deltas", "unrouted", "updated_at",
+)  # fmt: skip
+
+
+def _feed_summary(account: str, feed: dict[str, Any] | None) -> dict[str, Any]:
+    """A feed worker's health (``state`` "not running" when no worker refreshed its status)."""
+    if feed is None:
+        return {"account": account, **dict.fromkeys(FEED_FIELDS), "state": "not running"}
+    return {"account": account, **{key: feed.get(key) for key in FEED_FIELDS}}
+
+
+def _legs_priced(strikes: dict[str, dict[str, dict[str, Any]]]) -> dict[str, int]:
+    legs = [leg for sides in strikes.values() for leg in sides.values()]
+    priced = sum(
+        1 for leg in legs if leg.get("ltp") is not None or leg.get("prev_close") is not None
+    )
+    return {"legs": len(legs), "legs_priced": priced}
+
+
+def _task_outcomes() -> list[dict[str, Any]]:
+    """Each periodic task's last outcome; a scheduled task that never ran says so."""
+    rows = {t.name: t for t in TaskOutcome.objects.all()}
+    out = []
+    for name in sorted({*rows, *PERIODIC_TASKS}):
+        t = rows.get(name)
+        if t is None:
+            out.append({"name": name, "state": "never run", "ok": None, "started_at": None,
+                        "finished_at": None, "detail": NEVER_RUN})  # fmt: skip
+            continue
+        state = {True: "ok", False: "failed", None: "running"}[t.ok]
+        out.append({"name": t.name, "state": state, "ok": t.ok, "started_at": _iso(t.started_at),
+                    "finished_at": _iso(t.finished_at), "detail": t.detail})  # fmt: skip
+    return out
+
+
+NEVER_RUN = (
+    "Never run: start `celery -A optionsite worker` and `celery -A optionsite beat` "
+    "(see README, Processes)."
+)
 
 
 def _iso(value: datetime | None) -> str | None:

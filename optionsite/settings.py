@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from celery.schedules import crontab
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
@@ -205,13 +206,65 @@ CACHES = {
     }
 }
 
-CELERY_BROKER_URL = REDIS_URL
+# The Celery broker may live in its own Redis database (the test suite flushes REDIS_URL's).
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+if urlsplit(CELERY_BROKER_URL).scheme not in {"redis", "rediss", "unix"}:
+    raise ImproperlyConfigured(
+        f"CELERY_BROKER_URL={CELERY_BROKER_URL!r} is not a Redis URL: use redis://HOST:PORT/DB."
+    )
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "Asia/Kolkata"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Periodic tasks (celery -A optionsite beat), in Indian time. Each records its last outcome
+# (chains.TaskOutcome), shown on /status/.
+REPOPULATE_EVERY_MINUTES = env_int("REPOPULATE_EVERY_MINUTES", 1, minimum=1)
+TOKEN_CHECK_EVERY_MINUTES = env_int("TOKEN_CHECK_EVERY_MINUTES", 15, minimum=1)
+for _name, _every in (
+    ("REPOPULATE_EVERY_MINUTES", REPOPULATE_EVERY_MINUTES),
+    ("TOKEN_CHECK_EVERY_MINUTES", TOKEN_CHECK_EVERY_MINUTES),
+):
+    if _every > 59:
+        raise ImproperlyConfigured(f"{_name}={_every}: use 1 to 59 minutes.")
+_TRADING_DAYS = "mon-fri"
+CELERY_BEAT_SCHEDULE = {
+    # REST chains for chains whose feed is not live, through market hours.
+    "repopulate chains": {
+        "task": "chains.repopulate_chains",
+        "schedule": crontab(
+            minute=f"*/{REPOPULATE_EVERY_MINUTES}", hour="9-15", day_of_week=_TRADING_DAYS
+        ),
+        "options": {"expires": REPOPULATE_EVERY_MINUTES * 60},
+    },
+    # Every tracked chain from REST at the open and after the close, live feed or not.
+    "repopulate chains at the open": {
+        "task": "chains.repopulate_chains",
+        "schedule": crontab(minute=15, hour=9, day_of_week=_TRADING_DAYS),
+        "kwargs": {"force": True},
+        "options": {"expires": 15 * 60},
+    },
+    "repopulate chains after the close": {
+        "task": "chains.repopulate_chains",
+        "schedule": crontab(minute=35, hour=15, day_of_week=_TRADING_DAYS),
+        "kwargs": {"force": True},
+        "options": {"expires": 15 * 60},
+    },
+    # Validate tokens, renew DhanHQ tokens before expiry, mark Upstox tokens expired at 03:30.
+    "check tokens": {
+        "task": "brokers.check_tokens",
+        "schedule": crontab(minute=f"*/{TOKEN_CHECK_EVERY_MINUTES}"),
+        "options": {"expires": TOKEN_CHECK_EVERY_MINUTES * 60},
+    },
+    # Instrument masters, after the brokers publish them (~06:00 IST).
+    "refresh instruments": {
+        "task": "brokers.refresh_instruments",
+        "schedule": crontab(minute=30, hour=6),
+        "options": {"expires": 3 * 3600},
+    },
+}
 
 # --- secrets at rest ----------------------------------------------------------------------------
 
@@ -283,6 +336,15 @@ for _kind in INSTRUMENT_KINDS:
         )
 INSTRUMENT_UNDERLYINGS = [u.upper() for u in env_list("INSTRUMENT_UNDERLYINGS", [])]
 
+# The address people reach this site at: the Upstox redirect and notifier URLs to register
+# with the broker are built from it.
+PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+if urlsplit(PUBLIC_BASE_URL).scheme not in {"http", "https"}:
+    raise ImproperlyConfigured(
+        f"PUBLIC_BASE_URL={PUBLIC_BASE_URL!r} must be an http(s) URL, e.g. "
+        "https://options.example.com"
+    )
+
 # Chain pages, the JSON API and the WebSocket need a login unless this is on.
 CHAINS_PUBLIC = env_bool("CHAINS_PUBLIC", False)
 # Seconds without an update before a chain page shows the stale banner.
@@ -298,6 +360,14 @@ FEED_SETTINGS = {
     "backoff_cap": env_float("FEED_BACKOFF_CAP", 30.0, minimum=0.1),
     "token_poll_interval": env_float("FEED_TOKEN_POLL_INTERVAL", 2.0, minimum=0.1),
 }
+
+# DhanHQ tokens live 24 h: the token check renews one that expires within this many hours.
+DHAN_RENEW_MARGIN_HOURS = env_int("DHAN_RENEW_MARGIN_HOURS", 2, minimum=1)
+if DHAN_RENEW_MARGIN_HOURS >= 24:
+    raise ImproperlyConfigured(
+        f"DHAN_RENEW_MARGIN_HOURS={DHAN_RENEW_MARGIN_HOURS}: DhanHQ tokens live 24 hours; use "
+        "1 to 23 (default 2)."
+    )
 
 # --- logging ----------------------------------------------------------------------------------
 

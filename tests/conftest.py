@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.celery_process import celery_worker
+from tests.processes import Process
 from tests.sim_process import RunningSimulator, start_simulator
 
 
@@ -22,3 +24,10 @@ def sim(simulator_process: RunningSimulator) -> RunningSimulator:
     """The session's simulator, reset to a fresh state (faults, tokens, limits, market)."""
     simulator_process.reset()
     return simulator_process
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup: None) -> Iterator[Process]:
+    """One real Celery worker subprocess (solo pool) for the session, on the test database."""
+    with celery_worker() as worker:
+        yield worker

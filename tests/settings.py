@@ -16,6 +16,8 @@ os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("DJANGO_SECURE_COOKIES", "0")
 os.environ.setdefault("DJANGO_HSTS_SECONDS", "0")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+# The Celery broker apart: tests flush REDIS_URL's database, which would drop Celery's bindings.
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
 # A valid Fernet key that is obviously not a production secret (base64 of a readable phrase).
 os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWtleS1ub3QtYS1zZWNyZXQtISEhISE=")
 

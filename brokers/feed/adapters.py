@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any, ClassVar
 
 from ..dhan import codec as dhan_codec
@@ -33,6 +33,24 @@ DHAN_PERMANENT_REASONS = {
     810: "auth_failed",
     804: "error",  # instruments over the limit: fix the tracked chains
 }
+
+
+# Broker error codes that say what is wrong with the account (not with one request).
+_NO_DATA_PLAN = {"DH-902", "806"}
+_TOKEN_EXPIRED = {"DH-901", "UDAPI100050", "807"}
+_AUTH_FAILED = {"DH-906", "808", "809", "810", "UDAPI100016", "no-token"}
+
+
+def account_status_for(exc: BrokerError) -> str | None:
+    """The account status a broker refusal means, or None when it is not about the account."""
+    code = exc.code or ""
+    if code in _NO_DATA_PLAN:
+        return "error"
+    if exc.http_status == 401 or code in _TOKEN_EXPIRED:
+        return "token_expired"
+    if code in _AUTH_FAILED:
+        return "auth_failed"
+    return None
 
 
 @dataclass(frozen=True)
@@ -85,8 +103,9 @@ class FeedAdapter:
     async def option_chain(self, index: InstrumentRef, expiry: date) -> RestChain:
         raise NotImplementedError
 
-    async def check_token(self) -> None:
-        """Raise BrokerError when the broker refuses the account's token."""
+    async def check_token(self) -> datetime | None:
+        """Raise BrokerError when the broker refuses the account's token; return when the token
+        expires if the broker says (DhanHQ's profile does), else None."""
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -167,7 +186,7 @@ class DhanAdapter(FeedAdapter):
                 }
         return RestChain(chain.underlying_last_price, rows)
 
-    async def check_token(self) -> None:
+    async def check_token(self) -> datetime | None:
         profile = await self.rest.profile()
         if not profile.has_data_plan:
             raise BrokerError(
@@ -177,6 +196,7 @@ class DhanAdapter(FeedAdapter):
                 permanent=True,
                 code="DH-902",
             )
+        return profile.token_validity
 
     async def aclose(self) -> None:
         await self.rest.aclose()
@@ -258,8 +278,9 @@ class UpstoxAdapter(FeedAdapter):
                 }
         return RestChain(chain.underlying_spot_price, rows)
 
-    async def check_token(self) -> None:
+    async def check_token(self) -> datetime | None:
         await self.rest.profile()
+        return None  # the profile does not say; tokens expire at 03:30 IST
 
     async def aclose(self) -> None:
         await self.rest.aclose()

@@ -24,12 +24,17 @@ return 0
 """
 
 
+def lock_key(account: str) -> str:
+    """The Redis key of the account's feed lock (it exists while a feed worker holds it)."""
+    return f"optionsite:feedlock:{account}"
+
+
 class FeedLock:
     """``acquire()`` / ``renew()`` / ``release()`` of ``optionsite:feedlock:<account>``."""
 
     def __init__(self, client: aioredis.Redis, account: str, *, ttl: float = 10.0) -> None:
         self.client = client
-        self.key = f"optionsite:feedlock:{account}"
+        self.key = lock_key(account)
         self.ttl_ms = int(ttl * 1000)
         self.token = secrets.token_hex(16)
 

@@ -12,6 +12,7 @@ from datetime import date, datetime
 from django.utils import timezone
 
 from chains.analytics import IST, expiry_moment
+from chains.book import ChainBook, LegSpec
 
 from ..exceptions import FeedConfigError
 from ..models import BrokerAccount, Instrument, InstrumentKind, TrackedChain
@@ -47,6 +48,16 @@ class ChainPlan:
 
     def strikes(self) -> list[float]:
         return sorted({leg.strike for leg in self.legs})
+
+    def new_book(self) -> ChainBook:
+        """An empty chain book of exactly this plan's legs."""
+        return ChainBook(
+            underlying=self.underlying,
+            expiry=self.expiry,
+            index_instrument=self.index.broker_id,
+            legs=[LegSpec(g.ref.broker_id, g.strike, g.option_type) for g in self.legs],
+            lot_size=self.lot_size,
+        )
 
     def narrowed(self, spot: float | None) -> ChainPlan:
         """The plan cut to ``window`` strikes each side of the strike nearest ``spot``.

@@ -15,12 +15,23 @@ from ..models import BrokerAccount
 from .adapters import AccountConfig
 from .plan import ChainPlan, load_account, plan_chains
 
-__all__ = ["FeedConfigError", "account_config", "chain_plans", "mark_account", "save_snapshots"]
+__all__ = [
+    "FeedConfigError",
+    "account_config",
+    "chain_plans",
+    "config_of",
+    "mark_account",
+    "save_snapshots",
+]
 
 
 def account_config(name: str) -> AccountConfig:
     """The account's feed settings; FeedConfigError when it cannot feed (says what to do)."""
-    account = load_account(name)
+    return config_of(load_account(name))
+
+
+def config_of(account: BrokerAccount) -> AccountConfig:
+    """What an adapter needs from ``account`` (already checked by ``load_account``)."""
     return AccountConfig(
         name=account.name,
         kind=account.kind,

@@ -22,7 +22,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -32,11 +32,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from brokers.ticks import Disconnect, MarketStatus, Tick
 from chains import store
-from chains.book import ChainBook, FeedBook, LegSpec
+from chains.book import ChainBook, FeedBook, stored_snapshot
 
 from ..exceptions import BrokerError, CodecError
 from . import records
-from .adapters import AccountConfig, DhanAdapter, FeedAdapter, adapter_for
+from .adapters import AccountConfig, DhanAdapter, FeedAdapter, account_status_for, adapter_for
 from .lock import FeedLock
 from .plan import ChainPlan, InstrumentRef
 
@@ -69,6 +69,7 @@ class Counters:
     reconnects: int = 0
     publish_errors: int = 0
     deltas: int = 0
+    rest_legs: int = 0  # legs changed by REST chains the repopulate task handed over
     last_frame_at: float | None = None
     last_traffic_at: float | None = None
     connected_since: float | None = None
@@ -133,15 +134,7 @@ class FeedWorker:
         books = []
         for plan in self.plans:
             narrowed = plan.narrowed(spots.get(plan.index.broker_id))
-            books.append(
-                ChainBook(
-                    underlying=narrowed.underlying,
-                    expiry=narrowed.expiry,
-                    index_instrument=narrowed.index.broker_id,
-                    legs=[LegSpec(g.ref.broker_id, g.strike, g.option_type) for g in narrowed.legs],
-                    lot_size=narrowed.lot_size,
-                )
-            )
+            books.append(narrowed.new_book())
             self.leg_refs.extend(leg.ref for leg in narrowed.legs)
             if narrowed.index not in self.index_refs:
                 self.index_refs.append(narrowed.index)
@@ -188,13 +181,7 @@ class FeedWorker:
                     "REST prime of %s %s failed: %s", chain.underlying, chain.expiry, exc
                 )
                 continue
-            if rest.spot:
-                chain.apply_spot_value(rest.spot, started)
-            applied = sum(
-                chain.apply_fields(instrument, fields, started)
-                for instrument, fields in rest.rows.items()
-                if instrument in chain.legs
-            )
+            applied = chain.apply_rest(rest.spot, rest.rows, started)
             stats = chain.stats()
             logger.info(
                 "Primed %s %s from REST: %d legs updated, %s of %s legs priced, spot %s",
@@ -265,14 +252,7 @@ class FeedWorker:
 
     def _snapshot(self, chain: ChainBook) -> dict[str, Any]:
         assert self.config is not None
-        ready, reason = chain.readiness()
-        return {
-            **chain.snapshot(),
-            "account": self.account,
-            "broker": self.config.kind,
-            "ready": ready,
-            "reason": reason,
-        }
+        return stored_snapshot(chain, account=self.account, broker=self.config.kind)
 
     async def persist(self) -> None:
         """Save every chain's snapshot to the database (the last-known fallback)."""
@@ -281,6 +261,30 @@ class FeedWorker:
         if snapshots:
             await sync_to_async(records.save_snapshots)(self.account, snapshots)
         self._last_persist = time.monotonic()
+
+    async def apply_rest_chains(self) -> int:
+        """Merge the REST chains the repopulate task handed over (this worker is the one writer
+        of its chains); newer wins per leg, so an older REST row never replaces a tick. The
+        next flush publishes what changed. Returns the number of legs changed."""
+        if self.book is None:
+            return 0  # not prepared yet: leave the queue for after prepare()
+        try:
+            handed = await store.take_rest_chains(self.redis, self.account)
+        except RedisError as exc:
+            logger.error("Reading REST chains handed to %s failed: %s", self.account, exc)
+            return 0
+        changed = 0
+        for item in handed:
+            chain = self.book.chains.get((item["underlying"], date.fromisoformat(item["expiry"])))
+            if chain is None:
+                logger.info(
+                    "REST chain %s %s is not followed by %s: skipped",
+                    item["underlying"], item["expiry"], self.account,
+                )  # fmt: skip
+                continue
+            changed += chain.apply_rest(item["spot"], item["rows"], item["observed_at"])
+        self.counters.rest_legs += changed
+        return changed
 
     def status(self) -> dict[str, Any]:
         c = self.counters
@@ -311,6 +315,7 @@ class FeedWorker:
             "decode_errors": c.decode_errors,
             "publish_errors": c.publish_errors,
             "deltas": c.deltas,
+            "rest_legs": c.rest_legs,
             "market": self.market,
             "chains": chains,
             "updated_at": _iso(now),
@@ -463,6 +468,7 @@ class FeedWorker:
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.write_status()
+            await self.apply_rest_chains()
             if not await self.lock.renew():
                 logger.error("Lost the feed lock of %s: stopping this worker", self.account)
                 stop.set()
@@ -521,12 +527,7 @@ class FeedWorker:
 
 
 def _status_for(exc: BrokerError) -> str:
-    code = exc.code or ""
-    if code in {"DH-902", "806"}:
-        return "error"
-    if exc.http_status == 401 or code in {"DH-901", "UDAPI100050", "807"}:
-        return "token_expired"
-    return "auth_failed"
+    return account_status_for(exc) or "auth_failed"
 
 
 def _what_to_do(status: str) -> str:

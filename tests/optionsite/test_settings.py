@@ -27,6 +27,10 @@ VARIABLES = [
     "DJANGO_ALLOWED_HOSTS",
     "DATABASE_URL",
     "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "DHAN_RENEW_MARGIN_HOURS",
+    "REPOPULATE_EVERY_MINUTES",
+    "TOKEN_CHECK_EVERY_MINUTES",
     "FIELD_ENCRYPTION_KEY",
     "CHANNEL_LAYER",
     "DJANGO_SECURE_SSL_REDIRECT",
@@ -177,3 +181,46 @@ def test_startup_fails_naming_the_variable(tmp_path):
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert "REDIS_URL" in result.stderr
+
+
+# --- periodic tasks ---------------------------------------------------------------------------
+
+
+def test_beat_schedule_runs_each_task_in_indian_time(monkeypatch):
+    settings = load(monkeypatch)
+    assert settings["CELERY_TIMEZONE"] == "Asia/Kolkata"
+    schedule = settings["CELERY_BEAT_SCHEDULE"]
+    tasks = {entry["task"] for entry in schedule.values()}
+    assert tasks == {
+        "chains.repopulate_chains",
+        "brokers.check_tokens",
+        "brokers.refresh_instruments",
+    }
+    opening = schedule["repopulate chains at the open"]
+    assert opening["kwargs"] == {"force": True}
+    assert (opening["schedule"].hour, opening["schedule"].minute) == ({9}, {15})
+    closing = schedule["repopulate chains after the close"]["schedule"]
+    assert (closing.hour, closing.minute) == ({15}, {35})
+    refresh = schedule["refresh instruments"]["schedule"]
+    assert (refresh.hour, refresh.minute) == ({6}, {30})
+    assert settings["DHAN_RENEW_MARGIN_HOURS"] == 2
+
+
+def test_celery_broker_url_may_differ_from_redis_url(monkeypatch):
+    settings = load(monkeypatch, CELERY_BROKER_URL="redis://queue.internal:6379/1")
+    assert settings["CELERY_BROKER_URL"] == "redis://queue.internal:6379/1"
+    with pytest.raises(ImproperlyConfigured, match="CELERY_BROKER_URL='amqp://x' is not a Redis"):
+        load(monkeypatch, CELERY_BROKER_URL="amqp://x")
+
+
+@pytest.mark.parametrize("hours", ["0", "24", "two"])
+def test_a_renewal_margin_outside_a_token_life_is_refused(monkeypatch, hours):
+    with pytest.raises(ImproperlyConfigured, match="DHAN_RENEW_MARGIN_HOURS"):
+        load(monkeypatch, DHAN_RENEW_MARGIN_HOURS=hours)
+
+
+@pytest.mark.parametrize("name", ["REPOPULATE_EVERY_MINUTES", "TOKEN_CHECK_EVERY_MINUTES"])
+@pytest.mark.parametrize("minutes", ["0", "60"])
+def test_task_intervals_outside_an_hour_are_refused(monkeypatch, name, minutes):
+    with pytest.raises(ImproperlyConfigured, match=name):
+        load(monkeypatch, **{name: minutes})

@@ -1,0 +1,302 @@
+"""REST repopulation of tracked chains: the service behind the ``repopulate chains`` task.
+
+What it does per enabled account with tracked chains:
+
+1. **Decide.** A chain is fetched when ``force`` is set (market open/close), when the account's
+   feed is not live (its status in Redis is missing or not ``live``/``quiet``), or when the
+   chain's snapshot is missing or not ready. Otherwise the live feed keeps it current.
+2. **Fetch** the broker's REST option chains with one adapter per account, so the broker's rate
+   limits (Dhan: one option chain per 3 s) hold across the whole run. A permanent refusal of
+   the account (expired token, no data plan) marks the account and stops its fetches.
+3. **Write, one writer per chain.** While a feed worker holds the account's lock it is the
+   chain's only writer: the REST chain is handed to it (``store.hand_over_rest_chain``) and
+   it merges it into its book. Otherwise the REST rows are merged here with the chain book's
+   newer-wins rule — a book seeded from the Redis snapshot (every leg observed at the
+   snapshot's ``as_of``), the REST rows applied as observed at the fetch start — and written
+   with an optimistic lock (``store.replace_snapshot``): a snapshot written by anyone after
+   our read is merged again, never overwritten, and a snapshot whose ``as_of`` is newer than
+   the fetch start is kept as it is. Then the delta is published to the chain's group and the
+   snapshot saved to the database (unless the stored one is newer).
+
+Failures are collected; after everything else was done ``RepopulateFailed`` lists them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from redis.exceptions import RedisError
+
+from brokers.exceptions import BrokerError, FeedConfigError
+from brokers.feed import records
+from brokers.feed.adapters import AccountConfig, RestChain, account_status_for, adapter_for
+from brokers.feed.lock import lock_key
+from brokers.feed.plan import ChainPlan, load_account, plan_chains
+from brokers.models import BrokerAccount, TrackedChain
+
+from . import store
+from .book import ChainBook, stored_snapshot
+from .exceptions import RepopulateFailed, SnapshotContention
+from .models import ChainSnapshot
+from .outcomes import Outcome
+from .selectors import LIVE_STATES
+
+logger = logging.getLogger(__name__)
+
+# Snapshot leg keys (the API shape) → chain-book fields, for seeding a book from a snapshot.
+_SEED_FIELDS = {
+    "ltp": "ltp",
+    "bid": "bid_price",
+    "ask": "ask_price",
+    "bid_qty": "bid_qty",
+    "ask_qty": "ask_qty",
+    "volume": "volume",
+    "oi": "oi",
+    "prev_close": "prev_close",
+}
+
+
+@dataclass
+class Job:
+    """One account's part of a run: its settings and the chains to fetch."""
+
+    account: BrokerAccount
+    config: AccountConfig
+    plans: list[ChainPlan]
+    fetched: list[tuple[ChainPlan, float, RestChain | BrokerError]] = field(default_factory=list)
+
+
+# --- pure merge ----------------------------------------------------------------------------------
+
+
+def seed_book(book: ChainBook, snapshot: dict[str, Any]) -> None:
+    """Load a stored snapshot into a fresh ``book``: leg fields, exchange times, spot, ``seq``
+    and ``as_of``, all as observed at the snapshot's ``as_of``. Leaves no leg pending."""
+    as_of = datetime.fromisoformat(snapshot["as_of"]) if snapshot.get("as_of") else None
+    observed = as_of.timestamp() if as_of is not None else 0.0
+    for sides in snapshot["strikes"].values():
+        for leg in sides.values():
+            instrument = leg["instrument_id"]
+            if instrument not in book.legs:
+                continue
+            fields = {name: leg.get(key) for key, name in _SEED_FIELDS.items()}
+            if leg.get("oi") is not None and leg.get("oi_change") is not None:
+                fields["prev_oi"] = leg["oi"] - leg["oi_change"]
+            book.apply_fields(instrument, fields, observed)
+            if leg.get("exchange_time"):
+                book.legs[instrument].exchange_time = datetime.fromisoformat(leg["exchange_time"])
+    if snapshot.get("spot"):
+        book.apply_spot_value(snapshot["spot"], observed)
+    book.seq = snapshot["seq"]
+    book.as_of = as_of
+    book.dirty.clear()
+    book.header_dirty = False
+
+
+def book_for(plan: ChainPlan, current: dict[str, Any] | None, spot: float | None) -> ChainBook:
+    """The chain book to merge into: the legs the stored snapshot shows (the feed worker's
+    strike window), or without a snapshot the plan's window centred on ``spot``."""
+    if current is not None:
+        shown = {leg["instrument_id"] for s in current["strikes"].values() for leg in s.values()}
+        legs = [leg for leg in plan.legs if leg.ref.broker_id in shown]
+        if legs:
+            return ChainPlan(plan.underlying, plan.expiry, plan.index, plan.lot_size,
+                             plan.window, legs).new_book()  # fmt: skip
+    return plan.narrowed(spot).new_book()
+
+
+def merge_rest_chain(
+    *,
+    plan: ChainPlan,
+    current: dict[str, Any] | None,
+    rest: RestChain,
+    observed_at: float,
+    account: str,
+    broker: str,
+    now: datetime,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Merge a REST chain fetched at ``observed_at`` (epoch seconds) into ``current``.
+
+    Returns (snapshot to store, delta to publish), or None when ``current`` is newer than the
+    fetch (its ``as_of`` is after ``observed_at``) or the REST chain changes nothing.
+    """
+    as_of = current.get("as_of") if current is not None else None
+    if as_of and datetime.fromisoformat(as_of).timestamp() > observed_at:
+        return None
+    book = book_for(plan, current, rest.spot)
+    if current is not None:
+        seed_book(book, current)
+    book.apply_rest(rest.spot, rest.rows, observed_at)
+    delta = book.flush(now)
+    if delta is None:
+        return None
+    return stored_snapshot(book, account=account, broker=broker), delta
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def chains_repopulate(*, outcome: Outcome, account: str | None = None, force: bool = False) -> None:
+    """Repopulate the chains of ``account`` (default: every enabled account tracking a chain).
+
+    Reports one line per chain in ``outcome``. Raises RepopulateFailed listing every account
+    or chain that could not be refreshed (after the others were), ImproperlyConfigured without
+    a channel layer.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        raise ImproperlyConfigured("No channel layer: CHANNEL_LAYERS is not configured.")
+    failures: list[str] = []
+    jobs = []
+    for name in _account_names(account):
+        try:
+            job = _job(name, force=force, outcome=outcome)
+        except FeedConfigError as exc:
+            failures.append(f"{name}: {exc}")
+            continue
+        if job is not None:
+            jobs.append(job)
+    if jobs:
+        asyncio.run(_fetch_all(jobs))
+    elif not failures:
+        outcome.add("Nothing to fetch.")
+    for job in jobs:
+        for plan, started, result in job.fetched:
+            where = f"{job.account.name} {plan.underlying} {plan.expiry.isoformat()}"
+            if isinstance(result, BrokerError):
+                failures.append(f"{where}: {result}")
+                status = _refused(result)
+                if status is not None:
+                    records.mark_account(job.account.name, status, str(result))
+                continue
+            try:
+                outcome.add(f"{where}: {_store(job, plan, started, result, layer)}")
+            except (SnapshotContention, RedisError) as exc:
+                failures.append(f"{where}: {exc}")
+    if failures:
+        raise RepopulateFailed(f"{len(failures)} failure(s): " + "; ".join(failures))
+
+
+def _account_names(account: str | None) -> list[str]:
+    if account is not None:
+        return [account]
+    tracked = TrackedChain.objects.filter(enabled=True, account__enabled=True)
+    return sorted(set(tracked.values_list("account__name", flat=True)))
+
+
+def _job(name: str, *, force: bool, outcome: Outcome) -> Job | None:
+    """The account's chains to fetch now (None: none). Raises FeedConfigError."""
+    account = load_account(name)
+    plans = plan_chains(account)
+    feed = store.read_feed_status(name)
+    live = feed is not None and feed.get("state") in LIVE_STATES
+    todo = []
+    for plan in plans:
+        meta = store.read_meta(plan.underlying, plan.expiry)
+        if force or not live or meta is None or not meta.get("ready"):
+            todo.append(plan)
+        else:
+            outcome.add(f"{name} {plan.underlying} {plan.expiry.isoformat()}: fed live, skipped")
+    if not todo:
+        return None
+    return Job(account, records.config_of(account), todo)
+
+
+async def _fetch_all(jobs: Sequence[Job]) -> None:
+    """Fetch every job's chains; accounts run concurrently, each account's chains in turn."""
+    await asyncio.gather(*(_fetch(job) for job in jobs))
+
+
+async def _fetch(job: Job) -> None:
+    adapter = adapter_for(job.config)  # one per account and run: its rate limiters are shared
+    try:
+        for plan in job.plans:
+            started = time.time()
+            try:
+                result: RestChain | BrokerError = await adapter.option_chain(
+                    plan.index, plan.expiry
+                )
+            except BrokerError as exc:
+                result = exc
+            job.fetched.append((plan, started, result))
+            if _refused(result) is not None:
+                return  # the broker refuses the account itself: asking again cannot help
+    finally:
+        await adapter.aclose()
+
+
+def _refused(result: RestChain | BrokerError) -> str | None:
+    """The account status when ``result`` is the broker refusing the account, else None."""
+    if isinstance(result, BrokerError) and result.permanent:
+        return account_status_for(result)
+    return None
+
+
+def _store(job: Job, plan: ChainPlan, started: float, rest: RestChain, layer: Any) -> str:
+    """Write one fetched chain (or hand it to the feed worker); returns what happened."""
+    name = job.account.name
+    merged: list[dict[str, Any]] = []
+
+    def merge(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        merged.clear()
+        result = merge_rest_chain(
+            plan=plan, current=current, rest=rest, observed_at=started, account=name,
+            broker=job.account.kind, now=datetime.now(UTC),
+        )  # fmt: skip
+        if result is None:
+            return None
+        merged.append(result[1])
+        return result[0]
+
+    write = store.replace_snapshot(plan.underlying, plan.expiry, merge, owner_key=lock_key(name))
+    if write.owned:
+        store.hand_over_rest_chain(
+            name,
+            {"underlying": plan.underlying, "expiry": plan.expiry.isoformat(),
+             "observed_at": started, "spot": rest.spot, "rows": rest.rows},
+        )  # fmt: skip
+        return f"{len(rest.rows)} legs from REST handed to the running feed worker"
+    if write.written is None:
+        return "kept the stored snapshot: it is newer than the fetch or the same"
+    snapshot, delta = write.written, merged[0]
+    async_to_sync(layer.group_send)(
+        store.group_name(plan.underlying, plan.expiry),
+        {"type": "chain.delta", "underlying": plan.underlying,
+         "expiry": plan.expiry.isoformat(), **delta},
+    )  # fmt: skip
+    saved = _persist(job.account, plan.underlying, plan.expiry, snapshot)
+    return (
+        f"{len(rest.rows)} legs from REST written (seq {snapshot['seq']}, "
+        f"{'ready' if snapshot['ready'] else 'not ready: ' + snapshot['reason']})"
+        + ("" if saved else "; the database holds a newer snapshot")
+    )
+
+
+def _persist(account: BrokerAccount, underlying: str, expiry: date, snap: dict[str, Any]) -> bool:
+    """Save the snapshot unless the database holds a newer one; True when saved."""
+    as_of = datetime.fromisoformat(snap["as_of"])
+    with transaction.atomic():
+        row = (
+            ChainSnapshot.objects.select_for_update()
+            .filter(account=account, underlying=underlying, expiry=expiry)
+            .first()
+        )
+        if row is not None and row.as_of > as_of:
+            return False
+        ChainSnapshot.objects.update_or_create(
+            account=account,
+            underlying=underlying,
+            expiry=expiry,
+            defaults={"seq": snap["seq"], "as_of": as_of, "data": snap},
+        )
+    return True

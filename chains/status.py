@@ -1,0 +1,66 @@
+"""The status page (``/status/``) and its JSON twin (``/api/v2/status``).
+
+Both show ``selectors.system_status()``: accounts and their tokens, feed workers, chains and
+the periodic tasks' last outcomes. The page needs a login (redirect); the API answers 401 JSON
+to anonymous callers, never a redirect.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from . import selectors
+from .api import error
+
+# Keys of system_status() rows that hold ISO times; the page shows them as Indian time.
+_TIMES = ("token_expires_at", "last_checked_at", "connected_since", "updated_at", "as_of",
+          "started_at", "finished_at")  # fmt: skip
+
+
+@require_GET
+def status_api(request: HttpRequest) -> JsonResponse:
+    if not request.user.is_authenticated:
+        return error(401, "unauthenticated", "Log in at /accounts/login/ to see the status.")
+    return JsonResponse({"status": "success", "data": selectors.system_status()})
+
+
+@require_GET
+@login_required
+def status_page(request: HttpRequest) -> HttpResponse:
+    status = selectors.system_status()
+    context = {
+        "time": _local(status["time"]),
+        "accounts": [
+            _page_row(a, token_left=_left(a["token_seconds_left"])) for a in status["accounts"]
+        ],
+        "feeds": [_page_row(f) for f in status["feeds"]],
+        "chains": [_page_row(c) for c in status["chains"]],
+        "tasks": [_page_row(t) for t in status["tasks"]],
+        "channel_gaps": status["channel_gaps"],
+    }
+    return render(request, "chains/status.html", context)
+
+
+def _page_row(row: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """``row`` with its ISO times as aware local datetimes (for the ``date`` filter)."""
+    return {**row, **{k: _local(row[k]) for k in _TIMES if row.get(k)}, **extra}
+
+
+def _local(iso: str) -> datetime:
+    return timezone.localtime(datetime.fromisoformat(iso))
+
+
+def _left(seconds: int | None) -> str:
+    """``seconds`` until a token expires as "5h 12m" ("expired 3h 4m ago" when negative)."""
+    if seconds is None:
+        return "unknown"
+    minutes = abs(seconds) // 60
+    text = f"{minutes // 60}h {minutes % 60}m" if minutes >= 60 else f"{minutes}m"
+    return text if seconds >= 0 else f"expired {text} ago"
