@@ -358,7 +358,8 @@ FEED_SETTINGS = {
     "persist_interval": env_float("FEED_PERSIST_INTERVAL", 300.0, minimum=1),
     "ping_interval": env_float("FEED_PING_INTERVAL", 10.0, minimum=0.1),
     "backoff_cap": env_float("FEED_BACKOFF_CAP", 30.0, minimum=0.1),
-    "token_poll_interval": env_float("FEED_TOKEN_POLL_INTERVAL", 2.0, minimum=0.1),
+    # A saved account is announced over Redis at once; this slow re-read is only a fallback.
+    "token_poll_interval": env_float("FEED_TOKEN_POLL_INTERVAL", 30.0, minimum=0.1),
 }
 
 # DhanHQ tokens live 24 h: the token check renews one that expires within this many hours.

@@ -34,7 +34,8 @@ from brokers.ticks import Disconnect, MarketStatus, Tick
 from chains import store
 from chains.book import ChainBook, FeedBook, stored_snapshot
 
-from ..exceptions import BrokerError, CodecError
+from ..exceptions import BrokerError, CodecError, FeedConfigError
+from ..signals import ACCOUNT_SAVED
 from . import records
 from .adapters import AccountConfig, DhanAdapter, FeedAdapter, account_status_for, adapter_for
 from .lock import FeedLock
@@ -117,6 +118,8 @@ class FeedWorker:
         self.market: dict[str, str] = {}
         self.lock = FeedLock(redis, account, ttl=self.settings.lock_ttl)
         self._ws: ClientConnection | None = None
+        self._swap_requested = False  # the socket is being closed to use a new token
+        self._account_changed = asyncio.Event()
         self._last_persist = time.monotonic()
 
     # --- steps -----------------------------------------------------------------------------
@@ -338,7 +341,10 @@ class FeedWorker:
             logger.info("Feed of %s is held by another worker: standing by", self.account)
             if await _wait(stop, self.settings.lock_poll):
                 return
-        background = [asyncio.create_task(self._housekeeping(stop))]
+        background = [
+            asyncio.create_task(self._housekeeping(stop)),
+            asyncio.create_task(self._watch_account(stop)),
+        ]
         try:
             await self.prepare()
             background.append(asyncio.create_task(self._flusher(stop)))
@@ -360,14 +366,30 @@ class FeedWorker:
         attempt = 0
         while not stop.is_set():
             try:
+                if attempt or self._swap_requested:
+                    await self._refresh_account()  # tokens roll over daily
+                    if attempt >= 2 and not self._swap_requested:
+                        await self._check_token()  # a bad token often shows only as drops
+                self._swap_requested = False
                 await self._session(stop)
                 attempt = 0
+                continue
             except PermanentFeedError as exc:
                 await self._mark_account(exc.status, str(exc))
                 await self._wait_for_new_token(stop)
                 attempt = 0
                 continue
+            except FeedConfigError as exc:  # e.g. the token was removed in admin meanwhile
+                self.state, self.error = "token_wait", str(exc)
+                logger.error("Feed of %s paused: %s", self.account, exc)
+                await self._wait_for_new_token(stop)
+                attempt = 0
+                continue
             except (OSError, ConnectionClosed, InvalidHandshake, Stale, TimeoutError) as exc:
+                if self._swap_requested:
+                    self.counters.reconnects += 1
+                    logger.info("Reconnecting %s with its new token", self.account)
+                    continue
                 self.error = f"{type(exc).__name__}: {exc}"
                 logger.warning("Feed of %s lost: %s", self.account, self.error)
             except BrokerError as exc:
@@ -382,16 +404,12 @@ class FeedWorker:
                 break
             attempt += 1
             self.counters.reconnects += 1
-            delay = random.uniform(
-                0, min(self.settings.backoff_cap, self.settings.backoff_base * 2**attempt)
-            )
+            cap = min(self.settings.backoff_cap, self.settings.backoff_base * 2**attempt)
+            delay = random.uniform(0, cap)  # full jitter
             self.state = "backoff"
             logger.info("Reconnecting %s in %.1fs (attempt %d)", self.account, delay, attempt)
             if await _wait(stop, delay):
                 break
-            await self._refresh_account()
-            if attempt >= 2:
-                await self._check_token()  # a bad token often shows only as dropped sockets
 
     async def _session(self, stop: asyncio.Event) -> None:
         assert self.adapter is not None
@@ -511,19 +529,55 @@ class FeedWorker:
                 raise PermanentFeedError(str(exc), status=_status_for(exc)) from exc
 
     async def _wait_for_new_token(self, stop: asyncio.Event) -> None:
+        """Wait until the account has a different token: woken by the account-saved message
+        (``_watch_account``), with a slow database re-read as the fallback."""
         old = self.config
         while not stop.is_set():
-            if await _wait(stop, self.settings.token_poll_interval):
+            self._account_changed.clear()
+            if await _wait_any(stop, self._account_changed, self.settings.token_poll_interval):
                 return
             try:
                 config = await sync_to_async(records.account_config)(self.account)
-            except records.FeedConfigError as exc:
+            except FeedConfigError as exc:
                 self.error = str(exc)
                 continue
             if old is None or config.access_token != old.access_token:
                 logger.info("Account %s has a new token: resuming the feed", self.account)
                 await self._refresh_account()
                 return
+
+    async def _watch_account(self, stop: asyncio.Event) -> None:
+        """Follow the account-saved messages (``brokers.signals``): a new token is used within
+        a second — reconnecting only when the token really changed."""
+        while not stop.is_set():
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(ACCOUNT_SAVED)
+                while not stop.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message["data"] == self.account.encode():
+                        await self._on_account_saved()
+            except RedisError as exc:
+                logger.warning("Account messages for %s interrupted (%s): retrying", self.account,
+                               exc)  # fmt: skip
+                await _wait(stop, 2.0)
+            finally:
+                await pubsub.aclose()
+
+    async def _on_account_saved(self) -> None:
+        try:
+            config = await sync_to_async(records.account_config)(self.account)
+        except FeedConfigError:
+            self._account_changed.set()  # the waiting loop re-reads and reports it
+            return
+        if self.config is not None and config.access_token == self.config.access_token:
+            return  # saved without a new token: nothing to do
+        logger.info("Account %s has a new token: switching the feed to it", self.account)
+        self._account_changed.set()
+        ws = self._ws
+        if ws is not None:
+            self._swap_requested = True
+            await ws.close(1000, "switching to a new token")
 
 
 def _status_for(exc: BrokerError) -> str:
@@ -540,6 +594,17 @@ def _what_to_do(status: str) -> str:
 
 def _iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat() if epoch else None
+
+
+async def _wait_any(stop: asyncio.Event, event: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to ``seconds`` or until ``event``; True when ``stop`` was set meanwhile."""
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(event.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return stop.is_set()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

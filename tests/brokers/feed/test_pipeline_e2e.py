@@ -213,3 +213,39 @@ def test_standby_takes_over_when_the_holder_dies(wired):
 def test_one_writer_per_chain_between_accounts(wired):
     tracked = list(TrackedChain.objects.filter(enabled=True).values_list("underlying", flat=True))
     assert len(tracked) == len(set(tracked))
+
+
+@pytest.mark.parametrize("broker", ["dhan", "upstox"])
+def test_hot_swap_uses_a_new_token_within_seconds_without_restart(wired, broker):
+    account_name = f"sim-{broker}"
+    with runfeed(account_name, FEED_TOKEN_POLL_INTERVAL="600") as feed:
+        wait_ready(account_name)
+        before = store.read_feed_status(account_name)["reconnects"]
+        account = BrokerAccount.objects.get(name=account_name)
+        old_token = account.access_token.reveal()
+        account.set_access_token(wired.issue_token(broker))
+        account.save()  # as admin → Broker accounts → Save does
+        started = time.monotonic()
+        eventually(lambda: store.read_feed_status(account_name)["reconnects"] > before,
+                   timeout=10, what="the switch to the new token")  # fmt: skip
+        assert time.monotonic() - started < 5
+        wait_ready(account_name)
+        # The old token dies at the broker: the feed, on the new one, does not notice.
+        wired.fault(action="expire_token", broker=broker, token=old_token)
+        time.sleep(2)
+        status = store.read_feed_status(account_name)
+        assert status["state"] == "live"
+        assert BrokerAccount.objects.get(name=account_name).status == AccountStatus.OK
+        assert feed.process.poll() is None
+        assert old_token not in feed.output()
+
+
+def test_saving_an_account_without_a_new_token_does_not_reconnect(wired):
+    with runfeed("sim-dhan"):
+        wait_ready("sim-dhan")
+        before = store.read_feed_status("sim-dhan")["reconnects"]
+        account = BrokerAccount.objects.get(name="sim-dhan")
+        account.last_error = "unrelated edit"
+        account.save()
+        time.sleep(3)
+        assert store.read_feed_status("sim-dhan")["reconnects"] == before
