@@ -43,7 +43,7 @@ def check_accounts(
     app_configs: Any = None, databases: list[str] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
     """W001 no enabled account · E001 missing credentials · W002 missing token · E002 no
-    instruments for a tracked chain."""
+    instruments for a tracked chain · E003 an underlying tracked by two accounts."""
     if not databases or "default" not in databases or not _migrated("default"):
         return []  # nothing to check before `migrate` has created the tables
     from .models import BrokerAccount, Instrument, InstrumentKind, TrackedChain
@@ -89,6 +89,20 @@ def check_accounts(
     chains = TrackedChain.objects.filter(enabled=True, account__enabled=True).select_related(
         "account"
     )
+    owners: dict[str, list[str]] = {}
+    for chain in chains:
+        owners.setdefault(chain.underlying, []).append(chain.account.name)
+    for underlying, names in sorted(owners.items()):
+        if len(names) > 1:
+            messages.append(
+                Error(
+                    f"{underlying} is tracked by several enabled accounts ({', '.join(names)}): "
+                    "each chain has one writer.",
+                    hint=f"Disable all but one of the {underlying} chains in admin → Tracked "
+                    "chains.",
+                    id="optionsite.E003",
+                )
+            )
     for chain in chains:
         has_options = Instrument.objects.filter(
             account=chain.account, underlying=chain.underlying, kind=InstrumentKind.OPTION

@@ -78,3 +78,16 @@ def test_check_command_prints_the_hint():
         call_command("check", "--database", "default", stdout=io.StringIO())
     assert "optionsite.E001" in str(err.value)
     assert "HINT: Enter the client id in admin → Broker accounts → bare" in str(err.value)
+
+
+def test_underlying_tracked_by_two_accounts_is_an_error():
+    for name in ("a", "b"):
+        account = dhan_account(name)
+        index = Instrument.objects.create(
+            account=account, segment="IDX_I", broker_id="13", trading_symbol="NIFTY",
+            kind="index", underlying="NIFTY", lot_size=1,
+        )  # fmt: skip
+        TrackedChain.objects.create(account=account, underlying="NIFTY", index_instrument=index)
+    found = ids()
+    assert "optionsite.E003" in found
+    assert "(a, b)" in found["optionsite.E003"]
