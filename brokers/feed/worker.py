@@ -472,6 +472,8 @@ class FeedWorker:
             while True:
                 await asyncio.sleep(self.settings.ping_interval)
                 waiter = await ws.ping()
+                # A late pong is not an error by itself: the liveness timeout in _receive
+                # decides when silence means a dead socket.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter, self.settings.ping_interval)
                     self.counters.last_traffic_at = time.time()
@@ -527,6 +529,9 @@ class FeedWorker:
         except BrokerError as exc:
             if exc.permanent:
                 raise PermanentFeedError(str(exc), status=_status_for(exc)) from exc
+            # Transient (network, 5xx, 429): the check says nothing about the token; the
+            # reconnect goes ahead and its outcome is logged.
+            logger.warning("Token check of %s inconclusive: %s", self.account, exc)
 
     async def _wait_for_new_token(self, stop: asyncio.Event) -> None:
         """Wait until the account has a different token: woken by the account-saved message
