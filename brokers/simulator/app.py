@@ -4,7 +4,10 @@
 feeds and masters plus the ``/sim`` control API on one port. The scheduler only decides *how
 many* market steps are due (``ticks_per_second`` × elapsed time); the events themselves come
 from the seeded ``Market``, so a seed gives the same event sequence however the steps are
-batched. With ``ticks_per_second=0`` the market moves only on ``POST /sim/step``.
+batched. With ``ticks_per_second=0`` the market moves only on ``POST /sim/step``; ``POST
+/sim/rate`` changes the rate while running. ``POST /sim/tape`` has the market's events
+generated ahead of time and replayed (``market.Tape``), for load tests beyond what the model
+generates live on one core.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .dhan_rest import DhanRest, dhan_error
 from .faults import Faults, notify
 from .faults import routes as control_routes
 from .limits import ServerLimits
-from .market import Market
+from .market import Market, Tape
 from .universe import INDEX, Universe
 from .upstox_feed import UpstoxFeed
 from .upstox_rest import FEED_PATH, UpstoxRest, upstox_error
@@ -87,13 +90,14 @@ class Simulator:
             weeklies=config.weeklies,
             monthlies=config.monthlies,
         )
-        rate = config.ticks_per_second
+        self.rate = rate = config.ticks_per_second
         self.market = Market(
             self.universe,
             seed=config.seed,
             start=start,
             step_seconds=1.0 / rate if rate > 0 else MANUAL_STEP_SECONDS,
         )
+        self.tape: Tape | None = None
         self.auth = Auth(
             dhan_client_id=config.dhan_client_id,
             dhan_token=config.dhan_token,
@@ -131,8 +135,12 @@ class Simulator:
     # --- market ------------------------------------------------------------------------------
 
     def advance(self, steps: int) -> None:
-        """Generate ``steps`` market steps and deliver their events."""
-        ticks = self.market.run(steps)
+        """Generate (or replay, with a tape) ``steps`` market steps and deliver their events."""
+        if self.tape is not None:
+            first = self.market.skip(steps)
+            ticks = self.tape.take(steps, first, self.market.step_seconds)
+        else:
+            ticks = self.market.run(steps)
         self.ticks_generated += len(ticks)
         self.dhan_feed.publish(ticks)
         self.upstox_feed.publish(ticks)
@@ -142,9 +150,28 @@ class Simulator:
         self.dhan_feed.flush()
         self.upstox_feed.flush()
 
+    def set_rate(self, ticks_per_second: int) -> None:
+        """Change the market's rate from now on (0: only on ``POST /sim/step``)."""
+        if ticks_per_second < 0:
+            raise ValueError(f"ticks_per_second must be 0 or more, got {ticks_per_second}")
+        self.rate = ticks_per_second
+        self.market.set_step_seconds(
+            1.0 / ticks_per_second if ticks_per_second > 0 else MANUAL_STEP_SECONDS
+        )
+        self._anchor = None  # count due steps afresh from the next beat
+        self._rate_window.clear()
+
+    def load_tape(self, steps: int) -> None:
+        """Replay ``steps`` pre-generated market steps from now on (0: the live model again).
+
+        Generating takes ~8 µs a step, during which the simulator answers nothing.
+        """
+        self.tape = Tape(self.market, steps) if steps > 0 else None
+        self._anchor = None
+
     def tick_once(self, now: float) -> None:
         """One scheduler beat at loop time ``now``: run the steps that are due."""
-        rate = self.config.ticks_per_second
+        rate = self.rate
         if rate <= 0:  # the market moves only on POST /sim/step
             return
         if not self.faults.market_open or self.faults.stalled():
@@ -168,10 +195,19 @@ class Simulator:
             self._rate_window.append((now, due))
 
     async def run_ticker(self) -> None:
+        """Beat every ``interval`` seconds of loop time, however long a beat's work takes
+        (sleeping a whole interval after the work would stretch the period, and so the gap
+        between Upstox frames, by the work's duration)."""
         loop = asyncio.get_running_loop()
+        interval = self.config.interval
+        beat = loop.time() + interval
         while True:
-            await asyncio.sleep(self.config.interval)
-            self.tick_once(loop.time())
+            await asyncio.sleep(max(0.0, beat - loop.time()))
+            now = loop.time()
+            self.tick_once(now)
+            beat += interval
+            if beat < now:  # more than a beat behind: start counting from now, no bursts
+                beat = now + interval
 
     def measured_rate(self) -> float:
         """Steps per second over the last ~5 s of the scheduler."""
@@ -222,7 +258,8 @@ class Simulator:
         market = self.market
         state: dict[str, Any] = {
             "seed": self.config.seed,
-            "ticks_per_second": self.config.ticks_per_second,
+            "ticks_per_second": self.rate,
+            "tape": self._tape_state(),
             "measured_ticks_per_second": round(self.measured_rate(), 1),
             "steps": market.steps,
             "skipped_steps": self.skipped_steps,
@@ -249,6 +286,11 @@ class Simulator:
         if instruments:
             state["instruments"] = [self._instrument(i) for i in self.universe.instruments]
         return state
+
+    def _tape_state(self) -> dict[str, int] | None:
+        if self.tape is None:
+            return None
+        return {"steps": len(self.tape.ticks), "loops": self.tape.loops}
 
     def _instrument(self, i: Any) -> dict[str, Any]:
         return {

@@ -4,6 +4,9 @@
 section in the final report); ``GET /sim/state`` reports connections, subscriptions, faults
 and every instrument's true price; ``POST /sim/reset`` restores a fresh simulator (same flags);
 ``POST /sim/step {"steps": N}`` generates N market steps now (use with --ticks-per-second 0);
+``POST /sim/rate {"ticks_per_second": N}`` changes the market's rate while running;
+``POST /sim/tape {"steps": N}`` pre-generates N steps and replays them in a loop from then on
+(load tests; ``{"steps": 0}`` returns to the live model);
 ``POST /sim/tokens {"broker": ...}`` issues a fresh access token (what a person would get
 from the broker's web site); ``GET /sim/token-requests`` lists pending Upstox v3 token
 requests (HTML, or JSON with ``?format=json``)
@@ -309,6 +312,15 @@ def token_requests_page(sim: Simulator) -> str:
     )
 
 
+async def _json_object(request: web.Request) -> dict[str, Any] | None:
+    """The request's JSON body when it is an object, else None."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def routes(sim: Simulator) -> list[web.RouteDef]:
     """The ``/sim`` control routes of ``sim``."""
 
@@ -342,6 +354,24 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
             return web.json_response({"error": 'send {"steps": N}, 1 ≤ N ≤ 1000000'}, status=400)
         sim.advance(steps)
         return web.json_response({"ok": True, "steps": steps, "total_steps": sim.market.steps})
+
+    async def rate(request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        value = body.get("ticks_per_second") if body is not None else None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000_000:
+            return web.json_response(
+                {"error": 'send {"ticks_per_second": N}, 0 ≤ N ≤ 10000000'}, status=400
+            )
+        sim.set_rate(value)
+        return web.json_response({"ok": True, "ticks_per_second": value})
+
+    async def tape(request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        steps = body.get("steps") if body is not None else None
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 5_000_000:
+            return web.json_response({"error": 'send {"steps": N}, 0 ≤ N ≤ 5000000'}, status=400)
+        sim.load_tape(steps)
+        return web.json_response({"ok": True, "steps": steps})
 
     async def token_requests(request: web.Request) -> web.Response:
         if request.query.get("format") == "json":
@@ -385,6 +415,8 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
         web.get("/sim/state", state),
         web.post("/sim/reset", reset),
         web.post("/sim/step", step),
+        web.post("/sim/rate", rate),
+        web.post("/sim/tape", tape),
         web.get("/sim/token-requests", token_requests),
         web.post("/sim/token-requests/{id}/approve", approve),
     ]

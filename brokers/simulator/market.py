@@ -129,6 +129,33 @@ class Market:
         if at > self.now():
             self._base, self._since_base = at, 0
 
+    def set_step_seconds(self, step_seconds: float) -> None:
+        """Change the virtual time of one step from now on (the clock does not jump)."""
+        if not step_seconds > 0:
+            raise ValueError(f"step_seconds must be > 0, got {step_seconds!r}")
+        self._base, self._since_base = self.now(), 0
+        self.step_seconds = step_seconds
+
+    def record(self, steps: int) -> list[SimTick]:
+        """``steps`` events drawn ahead of time (for a ``Tape``): the instruments' state moves
+        on, the clock and the step count do not — the events are counted and timed when
+        replayed — and no instrument shows a trade later than the clock meanwhile."""
+        clock = self._base, self._since_base, self.steps
+        ticks = self.run(steps)
+        self._base, self._since_base, self.steps = clock
+        now = self.now()
+        for instrument in self._instruments:
+            instrument.ltt = min(instrument.ltt, now)
+        return ticks
+
+    def skip(self, steps: int) -> float:
+        """Advance the clock and the step count by ``steps`` without drawing events (a tape
+        replays them); returns the virtual time of the first of those steps."""
+        first = self._base + (self._since_base + 1) * self.step_seconds
+        self.steps += steps
+        self._since_base += steps
+        return first
+
     # --- state -------------------------------------------------------------------------------
 
     def spot(self, symbol: str) -> float:
@@ -342,3 +369,36 @@ class Market:
         instrument.total_buy_qty = lot * (50 + int(500 * rng.random()))
         instrument.total_sell_qty = lot * (50 + int(500 * rng.random()))
         instrument.iv, instrument.forward, instrument.years = vol, forward, years
+
+
+class Tape:
+    """Market steps generated ahead of time, replayed in a loop with fresh times.
+
+    For load tests: the model costs ~8 µs a step, which caps one simulator core well below the
+    rates a feed worker is benchmarked at. The events are the model's own (``Market.run``);
+    replaying re-stamps each with the virtual time of the step it stands for, so exchange
+    times keep moving forward. Prices, volumes and OI jump back when the tape wraps around.
+    """
+
+    def __init__(self, market: Market, steps: int) -> None:
+        if steps < 1:
+            raise ValueError(f"a tape needs at least one step, got {steps}")
+        self.ticks = market.record(steps)
+        self.position = 0
+        self.loops = 0
+
+    def take(self, steps: int, first: float, step_seconds: float) -> list[SimTick]:
+        """The next ``steps`` events, the i-th stamped ``first + i·step_seconds``."""
+        ticks, size, position = self.ticks, len(self.ticks), self.position
+        new = tuple.__new__
+        out = []
+        append = out.append
+        for i in range(steps):
+            tick = ticks[position]
+            append(new(SimTick, (tick[0], first + i * step_seconds, *tick[2:])))
+            position += 1
+            if position == size:
+                position = 0
+                self.loops += 1
+        self.position = position
+        return out

@@ -49,7 +49,8 @@ class UpstoxConnection(FeedConnection):
         for mode in self.subs.values():
             modes[mode] = modes.get(mode, 0) + 1
         return {**super().describe(), "subscriptions": len(self.subs), "modes": modes,
-                "ignored_text_frames": self.ignored_text_frames}  # fmt: skip
+                "ignored_text_frames": self.ignored_text_frames,
+                "queued": len(self.pending)}  # fmt: skip
 
 
 def encode_mode(instrument: Instrument, mode: str) -> str:
@@ -193,6 +194,7 @@ class UpstoxFeed:
         frame = encode_snapshot(feeds=feeds, mode=modes, current_ts=datetime.now(UTC))
         if not self.sim.faults.stalled():
             conn.write_frames([frame])
+            conn.events_sent += len(feeds)
 
     # --- delivery ----------------------------------------------------------------------------
 
@@ -211,12 +213,19 @@ class UpstoxFeed:
             return
         now = datetime.now(UTC)
         for conn in self.connections:
-            if conn.pending and conn.writable():
-                frame = self._live_frame(conn, now)
-                if frame is not None:
-                    conn.write_frames([frame])
+            if not conn.pending:
+                continue
+            if not conn.writable():
+                conn.congested += 1  # the latest event per key waits for the next flush
+                continue
+            frame, count = self._live_frame(conn, now)
+            if frame is not None:
+                conn.write_frames([frame])
+                conn.events_sent += count
 
-    def _live_frame(self, conn: UpstoxConnection, now: datetime) -> bytes | None:
+    def _live_frame(self, conn: UpstoxConnection, now: datetime) -> tuple[bytes | None, int]:
+        """(the live_feed frame of what changed, its number of feed entries); (None, 0) when
+        nothing did."""
         pending, conn.pending = conn.pending, {}
         feeds: dict[str, dict[str, object]] = {}
         modes: dict[str, str] = {}
@@ -233,8 +242,8 @@ class UpstoxFeed:
                 feeds[instrument.upstox_key] = changed
                 modes[instrument.upstox_key] = mode
         if not feeds:
-            return None
-        return encode_live_feed(feeds=feeds, mode=modes, current_ts=now)
+            return None, 0
+        return encode_live_feed(feeds=feeds, mode=modes, current_ts=now), len(feeds)
 
     # --- faults ------------------------------------------------------------------------------
 

@@ -75,6 +75,8 @@ class FeedConnection:
     bytes_sent: int = 0
     ignored_frames: int = 0
     unknown_instruments: int = 0
+    events_sent: int = 0  # market events written: Dhan packets, Upstox feed entries
+    congested: int = 0  # flushes that found the client over HIGH_WATER unread bytes
     closing: bool = False
 
     @property
@@ -131,4 +133,6 @@ class FeedConnection:
             "bytes_sent": self.bytes_sent,
             "ignored_frames": self.ignored_frames,
             "unknown_instruments": self.unknown_instruments,
+            "events_sent": self.events_sent,
+            "congested": self.congested,
         }

@@ -456,7 +456,8 @@ def datetime_to_epoch_ms(at: datetime) -> int:
         raise TypeError(f"Upstox timestamps are aware datetimes, got {at!r}")
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError(f"Upstox timestamps need an aware datetime, got naive {at!r}")
-    return (at - _EPOCH) // _MS
+    since = at - _EPOCH  # exact integer arithmetic (a float timestamp can lose the last ms)
+    return (since.days * 86_400 + since.seconds) * 1000 + since.microseconds // 1000
 
 
 def _wire_value(name: str, value: object) -> object:
@@ -470,8 +471,16 @@ def _wire_value(name: str, value: object) -> object:
     return value
 
 
+# A field needs conversion on its way to the wire (the rest are set as given).
+_CONVERTED = _DOUBLE_COUNTS | {"exchange_time"}
+
+
 def _fill(feed: pb.Feed, key: str, mode: str, fields: Mapping[str, object]) -> None:
-    """Set the given (non-None) fields of one feed entry in ``mode``; ValueError if not carried."""
+    """Set the given (non-None) fields of one feed entry in ``mode``; ValueError if not carried.
+
+    The simulator encodes tens of thousands of entries a second through here, so each
+    submessage is fetched once per entry and plain values go straight to ``setattr``.
+    """
     if mode not in ENCODE_MODES:
         raise ValueError(f"Upstox encode mode {mode!r} is not one of {ENCODE_MODES}")
     segment, sep, token = key.partition("|")
@@ -486,13 +495,18 @@ def _fill(feed: pb.Feed, key: str, mode: str, fields: Mapping[str, object]) -> N
     else:
         payload, paths = feed.fullFeed.marketFF, _PATHS["full"]
     payload.SetInParent()  # an entry that carries no field still says which payload it is
+    subs: dict[str, object] = {"": payload}
     bar: dict[str, object] = {}
     for name, value in fields.items():
         if value is None:  # None means "not carried", as in Tick
             continue
-        if name in paths:
-            sub, wire = paths[name]
-            setattr(getattr(payload, sub) if sub else payload, wire, _wire_value(name, value))
+        path = paths.get(name)
+        if path is not None:
+            sub, wire = path
+            target = subs.get(sub)
+            if target is None:
+                target = subs[sub] = getattr(payload, sub)
+            setattr(target, wire, _wire_value(name, value) if name in _CONVERTED else value)
         elif name in _OHLC_NAMES and mode == "full":
             bar[name] = value
         elif name == "depth" and paths is _PATHS["full"]:

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from brokers.models import AccountStatus
+from brokers.models import AccountStatus, TrackedChain
 from chains import store
 from chains.models import ChainSnapshot
 
@@ -197,3 +197,67 @@ def test_no_data_at_all_never_answers_an_empty_chain(user_client, broker_account
     assert response.status_code == 503
     assert response.json()["code"] == "feed_down"
     assert response.json()["data"] is None
+
+
+# --- the live chain's hot path (bench/api.py) -----------------------------------------------
+
+
+def test_live_answer_is_built_once_per_snapshot_and_follows_new_ones(
+    user_client, broker_account, monkeypatch
+):
+    chain = build_book(broker_account, EXPIRY)
+    publish(broker_account, chain)
+    reads = []
+    original = store.read_snapshot
+    monkeypatch.setattr(store, "read_snapshot", lambda *a: reads.append(a) or original(*a))
+    first, again = live(user_client), live(user_client)
+    assert first.status_code == again.status_code == 200
+    assert first.content == again.content and len(reads) == 1  # the second came from the cache
+    assert first.json()["data"]["seq"] == chain.seq
+    chain.dirty.add(next(iter(chain.legs)))
+    chain.flush(timezone.now())
+    publish(broker_account, chain)
+    newer = live(user_client)
+    assert newer.json()["data"]["seq"] == chain.seq == first.json()["data"]["seq"] + 1
+    assert len(reads) == 2
+
+
+def test_cached_live_answer_equals_the_full_answer(user_client, broker_account):
+    from chains import api, selectors
+
+    publish(broker_account, build_book(broker_account, EXPIRY))
+    body = live(user_client).json()
+    view = selectors.chain_view(*selectors.resolve("NIFTY", None))
+    assert body == {"status": "success", "data": api.api_data(view.data)}
+
+
+def test_a_restarted_feed_with_the_same_seq_is_not_served_from_the_cache(
+    user_client, broker_account
+):
+    publish(broker_account, build_book(broker_account, EXPIRY, forward=26_040.0))
+    before = live(user_client).json()["data"]
+    publish(broker_account, build_book(broker_account, EXPIRY, forward=26_400.0))  # seq 1 again
+    after = live(user_client).json()["data"]
+    assert after["seq"] == before["seq"] and after["as_of"] != before["as_of"]
+    assert after["forward"] != before["forward"]
+
+
+def test_resolution_is_reused_briefly_and_forgotten_when_a_chain_is_saved(
+    user_client, broker_account, monkeypatch
+):
+    from chains import api
+
+    publish(broker_account, build_book(broker_account, EXPIRY))
+    assert live(user_client).status_code == 200
+    TrackedChain.objects.update(enabled=False)  # no signal: the cached resolution still holds
+    assert live(user_client).status_code == 200
+    clock = api.time.monotonic() + api.RESOLVE_SECONDS + 0.1
+    monkeypatch.setattr(api.time, "monotonic", lambda: clock)
+    assert live(user_client).status_code == 404  # expired: resolved afresh
+    tracked_chain = TrackedChain.objects.get()
+    tracked_chain.enabled = True
+    tracked_chain.save()  # a save forgets at once
+    assert live(user_client).status_code == 200
+    tracked_chain.enabled = False
+    tracked_chain.save()
+    assert live(user_client).status_code == 404

@@ -107,3 +107,89 @@ def test_greeks_need_time_and_vol():
 def test_expired_price_is_intrinsic():
     assert black76.price(call=False, forward=100, strike=110, years=0, vol=0.3) == 10
     assert math.isclose(black76.price(call=True, forward=100, strike=90, years=-1, vol=0.3), 10)
+
+
+@given(
+    call=st.booleans(),
+    moneyness=st.floats(0.6, 1.4),
+    years=st.sampled_from([HOUR, 6 * HOUR, 2 / 365, 7 / 365, 30 / 365, 0.5]),
+    vol=st.floats(0.03, 2.0),
+    rate=st.sampled_from([0.0, 0.065]),
+    guess=st.one_of(st.none(), st.floats(0.01, 3.0)),
+)
+@settings(max_examples=300, deadline=None)
+def test_implied_vol_and_greeks_equals_the_two_calls(call, moneyness, years, vol, rate, guess):
+    forward, strike = 25_000.0, 25_000.0 * moneyness
+    premium = black76.price(
+        call=call, forward=forward, strike=strike, years=years, vol=vol, rate=rate
+    )
+    kwargs = dict(call=call, premium=premium, forward=forward, strike=strike, years=years,
+                  rate=rate, guess=guess)  # fmt: skip
+    iv = black76.implied_vol(**kwargs)
+    both = black76.implied_vol_and_greeks(**kwargs)
+    if iv is None:
+        assert both is None
+        return
+    assert both is not None and both[0] == iv
+    expected = black76.greeks(
+        call=call, forward=forward, strike=strike, years=years, vol=iv, rate=rate
+    )
+    for ours, reference in zip(both[1], expected, strict=True):
+        assert ours == pytest.approx(reference, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("call", "premium", "strike"),
+    [(True, 99.0, 24_900.0), (True, 25_000.0, 24_000.0), (False, 26_000.0, 26_000.0),
+     (True, 0.0, 25_000.0)],
+)  # fmt: skip
+def test_implied_vol_and_greeks_is_none_where_there_is_no_iv(call, premium, strike):
+    assert (
+        black76.implied_vol_and_greeks(
+            call=call, premium=premium, forward=25_000.0, strike=strike, years=7 / 365
+        )
+        is None
+    )
+
+
+def test_root_above_the_range_has_no_iv():
+    # An hour-long at-the-money option worth 9 % of the forward needs a volatility above 20.
+    premium = black76.price(call=True, forward=100.0, strike=100.0, years=1e-4, vol=22.0)
+    assert black76.implied_vol(call=True, premium=premium, forward=100.0, strike=100.0,
+                               years=1e-4) is None  # fmt: skip
+    inside = black76.price(call=True, forward=100.0, strike=100.0, years=1e-4, vol=19.5)
+    assert black76.implied_vol(
+        call=True, premium=inside, forward=100.0, strike=100.0, years=1e-4
+    ) == pytest.approx(19.5, abs=1e-9)
+
+
+def test_root_below_the_range_has_no_iv():
+    # A year-long at-the-money option worth 0.001 on 100 has a volatility below 1e-4.
+    assert black76.implied_vol(call=True, premium=0.001, forward=100.0, strike=100.0,
+                               years=1.0) is None  # fmt: skip
+    inside = black76.price(call=False, forward=100.0, strike=100.0, years=1.0, vol=2e-4)
+    assert black76.implied_vol(
+        call=False, premium=inside, forward=100.0, strike=100.0, years=1.0
+    ) == pytest.approx(2e-4, abs=1e-12)
+
+
+def test_long_dated_far_otm_call_matches_reference():
+    """Found by a randomised comparison with vollib: the earlier Newton solver answered 10.51."""
+    forward, strike = 14_545.809385108052, 22_769.733115866253
+    years, rate, premium = 1.2159310502430687, 0.07, 4_072.145356461393
+    ours = black76.implied_vol(
+        call=True, premium=premium, forward=forward, strike=strike, years=years, rate=rate
+    )
+    assert ours == pytest.approx(ref_iv(premium, forward, strike, rate, years, "c"), abs=1e-9)
+
+
+@pytest.mark.parametrize("premium", [0.05, 0.1, 0.5, 2.0])
+def test_far_wing_tick_size_premiums_invert_exactly(premium):
+    """Three days out, strikes 15 % away trade at a few ticks: the IV still reprices them."""
+    for call, strike in ((True, 30_000.0), (False, 22_000.0)):
+        iv = black76.implied_vol(call=call, premium=premium, forward=26_000.0, strike=strike,
+                                 years=3 / 365)  # fmt: skip
+        assert iv is not None
+        repriced = black76.price(call=call, forward=26_000.0, strike=strike, years=3 / 365,
+                                 vol=iv)  # fmt: skip
+        assert repriced == pytest.approx(premium, rel=1e-9)

@@ -1,0 +1,189 @@
+"""The chain JSON API under load: requests/s and latency of a 201-strike chain, 2 daphnes.
+
+    python bench/api.py [--seconds 20] [--json] [--feed-root PATH]
+
+Setup: a temporary SQLite database, Redis database 13, ``manage.py runsim`` (``--strikes 100``:
+201 strikes, 402 legs a chain) at 2,000 ticks/s, the account sim-dhan tracking NIFTY's nearest
+expiry, ``manage.py runfeed`` (the snapshot is rewritten every 250 ms, as in production) and
+two daphne processes with ``CHAINS_PUBLIC=1``. The load generator is ``wrk`` (Debian's; one
+thread per daphne, connections split between them), closed loop: each connection sends its
+next request when the last answer arrived.
+
+Runs, each ``--seconds``:
+
+* ``live, 16 connections`` — ``GET /api/v2/options/live?underlying=NIFTY`` (the goal's run:
+  at 500 req/s, 16 connections leave each request 32 ms on average);
+* ``live, 8`` and ``64 connections`` — the same, lighter and for the peak rate;
+* ``expiries, 16 connections`` — baseline: ``/api/v2/options/expiries``, the same resolution
+  of the tracked chain and access check with a tiny answer: the framework's own cost.
+
+Reported: requests/s, latency p50/p90/p99 (wrk's), non-2xx answers, MB/s, CPU (1.0 = one
+core) of the daphnes, wrk, runfeed, the simulator and Redis: they share this machine's cores. Goal: ≥ 500 req/s and p99 ≤ 50 ms for the live chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _stack
+
+SIM_ARGS = ["--strikes", "100", "--weeklies", "1", "--monthlies", "1", "--seed", "31"]
+ACCOUNT = "sim-dhan"
+RATE_GOAL = 500.0
+P99_GOAL_MS = 50.0
+LUA = """
+local ports = {%s}
+local n = 0
+function setup(thread)
+   thread.addr = wrk.lookup("127.0.0.1", ports[(n %% #ports) + 1])[1]
+   n = n + 1
+end
+"""
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """requests/s, latency percentiles (ms), non-2xx count and MB/s from ``wrk --latency``."""
+
+    def ms(text: str) -> float:
+        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+        return float(number) * _UNITS[unit]
+
+    latency = {f"p{p}": ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.M)}
+    requests = re.search(r"^\s+(\d+) requests in", output, re.M)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket = re.search(r"Socket errors: (.*)", output)
+    transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", output)
+    scale = {"B": 1e-6, "KB": 1e-3, "MB": 1.0, "GB": 1e3}
+    return {
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
+        "requests": int(requests.group(1)) if requests else None,
+        "latency_ms": latency,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket.group(1).strip() if socket else None,
+        "mb_per_s": float(transfer.group(1)) * scale[transfer.group(2)] if transfer else None,
+    }
+
+
+def run_wrk(
+    path: str, ports: list[int], connections: int, seconds: float, tmp: Path, daphnes: dict
+) -> dict[str, Any]:  # fmt: skip
+    script = tmp / "split.lua"
+    script.write_text(LUA % ", ".join(f'"{p}"' for p in ports))
+    usage = _stack.Usage(daphnes)
+    usage.start()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    done = subprocess.run(
+        ["wrk", f"-t{len(ports)}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+         "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{ports[0]}{path}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result = parse_wrk(done.stdout)
+    cpu = usage.cpu()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    elapsed = time.monotonic() - started
+    cpu["wrk"] = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / elapsed
+    result["cpu"] = cpu
+    result["connections"] = connections
+    result["path"] = path
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--feed-root", help="run runfeed and daphne from this checkout instead")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/api.py needs wrk: apt-get install wrk (Debian) and run again.")
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+    root = args.feed_root or str(_stack.ROOT)
+    runs: dict[str, Any] = {}
+    with _stack.Stack(extra_env={"CHAINS_PUBLIC": "1"}) as stack:
+        _stack.setup_django(stack)
+        _, url = _stack.start_simulator(stack, "--ticks-per-second", "2000", *SIM_ARGS)
+        _stack.wire_accounts(url, {ACCOUNT: ["NIFTY"]}, expiries=1)
+        feed = stack.start("runfeed", ["manage.py", "runfeed", "--account", ACCOUNT], cwd=root)
+        redis = _stack.redis_client()
+        _stack.wait_for(
+            lambda: (s := _stack.feed_status(redis, ACCOUNT)) and s["state"] == "live"
+            and all(c["ready"] for c in s["chains"]),
+            timeout=120, what="feed live", proc=feed,
+        )  # fmt: skip
+        ports, daphnes = [], {}
+        for n in range(2):
+            port = _stack.free_port()
+            proc = stack.start(f"daphne-{n}", ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                               "optionsite.asgi:application"], cwd=root)  # fmt: skip
+            ports.append(port)
+            daphnes[f"daphne-{n}"] = proc.pid
+        live = "/api/v2/options/live?underlying=NIFTY"
+        for port in ports:
+            _stack.wait_for(lambda port=port: _ok(port, live), timeout=60, what="daphne answers")
+        body = httpx.get(f"http://127.0.0.1:{ports[0]}{live}", timeout=10)
+        data = body.json()["data"]
+        chain = {"strikes": len(data["strikes"]), "bytes": len(body.content),
+                 "legs": sum(len(s) for s in data["strikes"].values())}  # fmt: skip
+        log(f"chain: {chain['strikes']} strikes, {chain['legs']} legs, {chain['bytes']:,} bytes")
+        daphnes["runfeed"] = feed.pid
+        daphnes["simulator"] = stack.procs[0].pid
+        daphnes["redis"] = int(redis.info("server")["process_id"])
+        plan = [("live, 8 connections", live, 8), ("live, 16 connections", live, 16),
+                ("live, 64 connections", live, 64),
+                ("expiries, 16 connections (baseline)", "/api/v2/options/expiries?underlying=NIFTY",
+                 16)]  # fmt: skip
+        for name, path, connections in plan:
+            runs[name] = run_wrk(path, ports, connections, args.seconds, stack.tmp, daphnes)
+            r = runs[name]
+            log(f"  {name}: {r['requests_per_s']:,.0f} req/s, p99 {r['latency_ms'].get('p99')} ms")
+            time.sleep(1.0)
+    goal = runs["live, 16 connections"]
+    results = {
+        "chain": chain,
+        "runs": runs,
+        "goal_met": {
+            "requests_per_s": goal["requests_per_s"] >= RATE_GOAL and goal["non_2xx"] == 0,
+            "p99": goal["latency_ms"].get("p99", 1e9) <= P99_GOAL_MS,
+        },
+    }
+    if args.json:
+        print(json.dumps({"benchmark": "api", "results": results}, indent=2))
+        return
+    print(f"{'run':<38}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+          f"{'MB/s':>8}{'daphne CPU':>14}  other CPU")  # fmt: skip
+    for name, r in runs.items():
+        lat, cpu = r["latency_ms"], r["cpu"]
+        web = " + ".join(f"{v:.2f}" for k, v in cpu.items() if k.startswith("daphne"))
+        other = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if not k.startswith("daphne"))
+        print(f"{name:<38}{r['requests_per_s']:>9,.0f}{lat.get('p50', 0):>9.1f}"
+              f"{lat.get('p90', 0):>9.1f}{lat.get('p99', 0):>9.1f}{r['non_2xx']:>9}"
+              f"{r['mb_per_s'] or 0:>8.1f}{web:>14}  {other}")  # fmt: skip
+    for what, met in results["goal_met"].items():
+        target = f"≥ {RATE_GOAL:.0f}" if what == "requests_per_s" else f"≤ {P99_GOAL_MS:.0f} ms"
+        print(f"goal {what} {target} (live, 16 connections): {'met' if met else 'MISSED'}")
+
+
+def _ok(port: int, path: str) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    main()
