@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -278,7 +279,10 @@ class ChainBook:
         anchor = self.forward or self.spot
         previous = (self.forward, self.atm_strike)
         if anchor is not None:
-            near = sorted(self.strikes, key=lambda k: abs(k - anchor))[:FORWARD_PAIRS]
+            # the nearest strikes lie within FORWARD_PAIRS places of the anchor's (sorted, stable)
+            at = bisect_left(self.strikes, anchor)
+            window = self.strikes[max(0, at - FORWARD_PAIRS) : at + FORWARD_PAIRS]
+            near = sorted(window, key=lambda k: abs(k - anchor))[:FORWARD_PAIRS]
             pairs = []
             for strike in near:
                 sides = self.by_strike[strike]
@@ -287,7 +291,13 @@ class ChainBook:
                     pairs.append((strike, call.mid(), put.mid()))
             parity = analytics.forward_from_parity(pairs, years=years, rate=self.rate)
             self.forward = parity if parity is not None else self.spot
-        self.atm_strike = analytics.nearest_strike(self.strikes, self.forward)
+        if self.forward is None:
+            self.atm_strike = None
+        else:  # the nearest strike is one of the two around the forward
+            at = bisect_left(self.strikes, self.forward)
+            self.atm_strike = analytics.nearest_strike(
+                self.strikes[max(0, at - 1) : at + 1], self.forward
+            )
         if (self.forward, self.atm_strike) != previous:
             self.header_dirty = True
 
@@ -304,10 +314,10 @@ class ChainBook:
     def _compute_leg(self, leg: Leg, years: float) -> bool:
         """Recompute the leg's IV, greeks and build-up; True when any of them changed."""
         before = (leg.our_iv, leg.our_delta, leg.buildup)
-        premium = leg.premium()
-        iv = None
+        premium = leg.ltp  # type: ignore[attr-defined]  # Leg.premium(), inlined: hot path
+        solved = None
         if premium is not None and self.forward is not None and years > 0:
-            iv = black76.implied_vol(
+            solved = black76.implied_vol_and_greeks(
                 call=leg.is_call,
                 premium=premium,
                 forward=self.forward,
@@ -316,21 +326,12 @@ class ChainBook:
                 rate=self.rate,
                 guess=leg.our_iv,
             )
-        leg.our_iv = iv
-        if iv is not None and self.forward is not None:
-            g = black76.greeks(
-                call=leg.is_call,
-                forward=self.forward,
-                strike=leg.strike,
-                years=years,
-                vol=iv,
-                rate=self.rate,
-            )
-            leg.our_delta, leg.our_gamma, leg.our_theta, leg.our_vega = g
+        if solved is not None:
+            leg.our_iv, (leg.our_delta, leg.our_gamma, leg.our_theta, leg.our_vega) = solved
         else:
-            leg.our_delta = leg.our_gamma = leg.our_theta = leg.our_vega = None
+            leg.our_iv = leg.our_delta = leg.our_gamma = leg.our_theta = leg.our_vega = None
         leg.buildup = analytics.buildup(
-            analytics.price_change(leg.ltp, leg.prev_close),  # type: ignore[attr-defined]
+            analytics.price_change(premium, leg.prev_close),  # type: ignore[attr-defined]
             analytics.oi_change(leg.oi, leg.prev_oi),  # type: ignore[attr-defined]
         )
         return (leg.our_iv, leg.our_delta, leg.buildup) != before
@@ -416,27 +417,68 @@ def leg_dict(leg: Leg) -> dict[str, object]:
     """A leg as the API shows it (prices rounded to paise; None stays None)."""
     ltp = leg.ltp  # type: ignore[attr-defined]
     prev_close = leg.prev_close  # type: ignore[attr-defined]
-    change = analytics.price_change(ltp, prev_close)
+    oi, prev_oi = leg.oi, leg.prev_oi  # type: ignore[attr-defined]
+    iv = leg.our_iv
+    exchange_time = leg.exchange_time
+    if exchange_time is None:
+        stamp = None
+    else:
+        stamp = _ISO.get(exchange_time)
+        if stamp is None:
+            if len(_ISO) >= 4096:
+                _ISO.clear()
+            stamp = _ISO[exchange_time] = exchange_time.isoformat()
     return {
         "instrument_id": leg.instrument,
-        "ltp": _round(ltp, 2),
-        "change": _round(change, 2),
-        "bid": _round(leg.bid_price, 2),  # type: ignore[attr-defined]
-        "ask": _round(leg.ask_price, 2),  # type: ignore[attr-defined]
+        "ltp": _paise(ltp),
+        "change": None if ltp is None or prev_close is None else _paise(ltp - prev_close),
+        "bid": _paise(leg.bid_price),  # type: ignore[attr-defined]
+        "ask": _paise(leg.ask_price),  # type: ignore[attr-defined]
         "bid_qty": leg.bid_qty,  # type: ignore[attr-defined]
         "ask_qty": leg.ask_qty,  # type: ignore[attr-defined]
         "volume": leg.volume,  # type: ignore[attr-defined]
-        "oi": leg.oi,  # type: ignore[attr-defined]
-        "oi_change": analytics.oi_change(leg.oi, leg.prev_oi),  # type: ignore[attr-defined]
-        "prev_close": _round(prev_close, 2),
-        "iv": _round(leg.our_iv, 6),
-        "delta": _round(leg.our_delta, 4),
-        "gamma": _round(leg.our_gamma, 6),
-        "theta": _round(leg.our_theta, 4),
-        "vega": _round(leg.our_vega, 4),
+        "oi": oi,
+        "oi_change": None if oi is None or prev_oi is None else oi - prev_oi,
+        "prev_close": _paise(prev_close),
+        # IV and greeks are None together, finite floats otherwise (black76)
+        "iv": None if iv is None else _fast_round(iv, 1e6, 6),
+        "delta": None if iv is None else _fast_round(leg.our_delta, 1e4, 4),  # type: ignore[operator]
+        "gamma": None if iv is None else _fast_round(leg.our_gamma, 1e6, 6),  # type: ignore[operator]
+        "theta": None if iv is None else _fast_round(leg.our_theta, 1e4, 4),  # type: ignore[operator]
+        "vega": None if iv is None else _fast_round(leg.our_vega, 1e4, 4),  # type: ignore[operator]
         "buildup": leg.buildup,
-        "exchange_time": leg.exchange_time.isoformat() if leg.exchange_time else None,
+        "exchange_time": stamp,
     }
+
+
+_ISO: dict[datetime, str] = {}  # exchange times repeat across legs (whole seconds at Dhan)
+
+
+def _paise(value: float | None) -> float | None:
+    """``_round(value, 2)``: a price in paise; None for None, NaN or infinity."""
+    if value is None:
+        return None
+    scaled = value * 100.0
+    if -1e8 < scaled < 1e8:  # False for NaN and infinities
+        whole = round(scaled)
+        if -0.4999999 < scaled - whole < 0.4999999:
+            return whole / 100.0
+    return _round(value, 2)
+
+
+def _fast_round(value: float, scale: float, digits: int) -> float:
+    """``round(value, digits)`` (the same double; ``scale`` = 10**digits), 2-3× faster.
+
+    Below 1e8 ``value·scale`` is exact to 1e-8, so away from a tie it rounds to the same
+    integer as the exact decimal, and ``whole / scale`` is the double nearest that decimal,
+    which is what ``round`` returns. Near a tie, or for huge values, ``round`` decides.
+    """
+    scaled = value * scale
+    if -1e8 < scaled < 1e8:
+        whole = round(scaled)
+        if -0.4999999 < scaled - whole < 0.4999999:
+            return whole / scale
+    return round(value, digits)
 
 
 def _round(value: float | None, digits: int) -> float | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from datetime import date
 from typing import Any
@@ -43,6 +44,27 @@ def _view(chain: Any, expiry: date, *, with_data: bool = True) -> selectors.Chai
     if not with_data:
         chain.account.refresh_from_db()  # the token or status may have changed meanwhile
     return selectors.chain_view(chain, expiry, with_data=with_data)
+
+
+# (group, seq) → the delta's JSON text. Every consumer of a chain in this process receives the
+# same group message: encoding it once instead of once per client is what lets one process
+# serve hundreds of clients (a 160-leg delta is ~45 KB of JSON).
+_DELTA_TEXT: dict[tuple[str, int], str] = {}
+_DELTA_TEXT_LIMIT = 512
+
+
+def delta_text(group: str | None, event: dict[str, Any]) -> str:
+    """The ``delta`` message of a ``chain.delta`` event as JSON, encoded once per process."""
+    key = (group or "", event["seq"])
+    text = _DELTA_TEXT.get(key)
+    if text is None:
+        if len(_DELTA_TEXT) >= _DELTA_TEXT_LIMIT:
+            _DELTA_TEXT.clear()
+        text = _DELTA_TEXT[key] = json.dumps(
+            {"type": "delta", "seq": event["seq"], "as_of": event.get("as_of"),
+             "legs": event.get("legs", {}), "header": event.get("header")}
+        )  # fmt: skip
+    return text
 
 
 class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
@@ -111,10 +133,7 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
             await self.send_snapshot()
             return
         self.seq = seq
-        await self.send_json(
-            {"type": "delta", "seq": seq, "as_of": event.get("as_of"),
-             "legs": event.get("legs", {}), "header": event.get("header")}
-        )  # fmt: skip
+        await self.send(text_data=delta_text(self.group, event))
 
     async def _send_status(self, view: selectors.ChainView) -> None:
         key = (view.feed_state, view.source, view.code)

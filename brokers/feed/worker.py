@@ -443,26 +443,50 @@ class FeedWorker:
                 await ws.close()
 
     async def _receive(self, ws: ClientConnection, stop: asyncio.Event) -> None:
+        """Receive until the socket closes, ``stop`` is set or the feed goes stale.
+
+        One plain ``recv()`` per frame: a frame already buffered is handed over without an
+        event-loop round trip (a Task and an ``asyncio.wait`` per frame cost more than
+        decoding and applying a Dhan frame). A watchdog, one task per session, marks the feed
+        quiet, detects staleness and ends this loop on ``stop`` by cancelling it.
+        """
+        receiver = asyncio.current_task()
+        assert receiver is not None
+        verdict: list[Stale] = []
+        watchdog = asyncio.create_task(self._watchdog(receiver, stop, verdict))
+        handle = self.handle_frame
+        try:
+            while True:
+                frame = await ws.recv()
+                handle(frame, time.time())
+                self.state = "live"
+        except asyncio.CancelledError:
+            if not verdict and not stop.is_set():
+                raise  # cancelled by someone else: not ours to swallow
+            receiver.uncancel()
+            if verdict:
+                raise verdict[0] from None
+        finally:
+            watchdog.cancel()
+
+    async def _watchdog(
+        self, receiver: asyncio.Task[Any], stop: asyncio.Event, verdict: list[Stale]
+    ) -> None:
         settings, counters = self.settings, self.counters
         stopping = asyncio.create_task(stop.wait())
         try:
-            while not stop.is_set():
-                receiving = asyncio.create_task(ws.recv())
-                done, _ = await asyncio.wait(
-                    {receiving, stopping}, timeout=settings.quiet_after,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )  # fmt: skip
-                if receiving in done:
-                    self.handle_frame(receiving.result(), time.time())
-                    self.state = "live"
-                    continue
-                receiving.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                    await receiving
-                silent = time.time() - (counters.last_traffic_at or 0)
+            while True:
+                done, _ = await asyncio.wait({stopping}, timeout=min(1.0, settings.quiet_after))
+                if stopping in done:
+                    receiver.cancel()
+                    return
+                now = time.time()
+                silent = now - (counters.last_traffic_at or 0)
                 if silent >= settings.liveness_timeout:
-                    raise Stale(f"no frame or pong for {silent:.0f}s")
-                if not stop.is_set():
+                    verdict.append(Stale(f"no frame or pong for {silent:.0f}s"))
+                    receiver.cancel()
+                    return
+                if now - (counters.last_frame_at or 0) >= settings.quiet_after:
                     self.state = "quiet"  # connected, pongs arrive, no ticks: market closed?
         finally:
             stopping.cancel()
