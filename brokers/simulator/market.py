@@ -209,17 +209,24 @@ class Market:
     @staticmethod
     def depth(tick: SimTick) -> tuple[tuple[int, int, int, int, float, float], ...]:
         """Five book levels ``(bid_qty, ask_qty, bid_orders, ask_orders, bid, ask)``, best
-        first, derived from the top of book; a bid level below one tick is empty (all 0)."""
+        first, derived from the top of book; a bid level below one tick is empty (all 0).
+
+        Prices step in whole 0.05 ticks: level n of a book on the grid is (ticks ∓ n) / 20,
+        the same double as ``round(bid ∓ 0.05·n, 2)`` at a fifth of the cost (a Dhan Full
+        packet is built around this); a book off the grid takes the rounding way.
+        """
         lot = tick.instrument.spec.lot_size if tick.instrument.kind != INDEX else 1
+        bid_ticks, ask_ticks = round(tick.bid * 20.0), round(tick.ask * 20.0)
+        if bid_ticks / 20.0 != tick.bid or ask_ticks / 20.0 != tick.ask:
+            return _depth_rounded(tick, lot)
+        bid_qty, ask_qty = tick.bid_qty, tick.ask_qty
         levels = []
-        for n in range(5):
-            bid = round(tick.bid - 0.05 * n, 2)
-            ask = round(tick.ask + 0.05 * n, 2)
-            bid_qty = tick.bid_qty * (n + 1) if bid >= 0.05 else 0
-            ask_qty = tick.ask_qty * (n + 1)
+        for n in range(1, 6):
+            ticks = bid_ticks - n + 1
+            bq, aq = (bid_qty * n if ticks >= 1 else 0), ask_qty * n
             levels.append(
-                (bid_qty, ask_qty, (bid_qty // lot + 1) // 2 if bid_qty else 0,
-                 (ask_qty // lot + 1) // 2, bid if bid_qty else 0.0, ask)
+                (bq, aq, (bq // lot + 1) // 2 if bq else 0, (aq // lot + 1) // 2,
+                 ticks / 20.0 if bq else 0.0, (ask_ticks + n - 1) / 20.0)
             )  # fmt: skip
         return tuple(levels)
 
@@ -369,6 +376,21 @@ class Market:
         instrument.total_buy_qty = lot * (50 + int(500 * rng.random()))
         instrument.total_sell_qty = lot * (50 + int(500 * rng.random()))
         instrument.iv, instrument.forward, instrument.years = vol, forward, years
+
+
+def _depth_rounded(tick: SimTick, lot: int) -> tuple[tuple[int, int, int, int, float, float], ...]:
+    """``Market.depth`` of a book whose prices are not on the 0.05 grid."""
+    levels = []
+    for n in range(5):
+        bid = round(tick.bid - 0.05 * n, 2)
+        ask = round(tick.ask + 0.05 * n, 2)
+        bid_qty = tick.bid_qty * (n + 1) if bid >= 0.05 else 0
+        ask_qty = tick.ask_qty * (n + 1)
+        levels.append(
+            (bid_qty, ask_qty, (bid_qty // lot + 1) // 2 if bid_qty else 0,
+             (ask_qty // lot + 1) // 2, bid if bid_qty else 0.0, ask)
+        )  # fmt: skip
+    return tuple(levels)
 
 
 class Tape:

@@ -113,3 +113,17 @@ async def test_taped_market_reaches_a_client_with_moving_times_and_counters(sim)
     assert state["tape"]["steps"] == 2000
     (conn,) = state["connections"]["dhan"]
     assert conn["events_sent"] >= len(seen) and conn["congested"] == 0
+
+
+def test_depth_on_the_grid_is_the_rounded_depth():
+    from brokers.simulator.market import _depth_rounded
+
+    ticks = _market().run(5000)
+    cheap = next(t for t in ticks if t.instrument.kind != INDEX)._replace(bid=0.1, ask=0.2)
+    off_grid = cheap._replace(bid=0.123, ask=0.257)
+    for tick in [*ticks, cheap, off_grid]:
+        lot = tick.instrument.spec.lot_size if tick.instrument.kind != INDEX else 1
+        assert Market.depth(tick) == _depth_rounded(tick, lot)
+    levels = Market.depth(cheap)
+    assert [level[4] for level in levels] == [0.1, 0.05, 0.0, 0.0, 0.0]  # below a tick: empty
+    assert levels[2][0] == 0 and levels[2][5] == 0.3
