@@ -1,24 +1,29 @@
 """The chain JSON API under load: requests/s and latency of a 201-strike chain, 2 daphnes.
 
-    python bench/api.py [--seconds 20] [--json] [--feed-root PATH]
+    python bench/api.py [--seconds 20] [--json] [--baseline-ref REF | --no-baseline]
 
 Setup: a temporary SQLite database, Redis database 13, ``manage.py runsim`` (``--strikes 100``:
 201 strikes, 402 legs a chain) at 2,000 ticks/s, the account sim-dhan tracking NIFTY's nearest
 expiry, ``manage.py runfeed`` (the snapshot is rewritten every 250 ms, as in production) and
-two daphne processes with ``CHAINS_PUBLIC=1``. The load generator is ``wrk`` (Debian's; one
-thread per daphne, connections split between them), closed loop: each connection sends its
-next request when the last answer arrived.
+two daphne processes. The load generator is ``wrk`` (Debian's; one thread per daphne,
+connections split between them), closed loop: each connection sends its next request when the
+last answer arrived.
 
-Runs, each ``--seconds``:
+Runs, each ``--seconds``, against a fresh pair of daphnes per setup:
 
-* ``live, 16 connections`` — ``GET /api/v2/options/live?underlying=NIFTY`` (the goal's run:
-  at 500 req/s, 16 connections leave each request 32 ms on average);
-* ``live, 8`` and ``64 connections`` — the same, lighter and for the peak rate;
-* ``expiries, 16 connections`` — baseline: ``/api/v2/options/expiries``, the same resolution
-  of the tracked chain and access check with a tiny answer: the framework's own cost.
+* this checkout with ``CHAINS_PUBLIC=1``: ``GET /api/v2/options/live?underlying=NIFTY`` with
+  8, 16 (the goal's run: at 500 req/s, 16 connections leave each request 32 ms on average) and
+  64 connections, and ``/api/v2/options/expiries`` (a tiny answer that reads the database);
+* this checkout with login required (the default) and a logged-in session cookie: the live
+  chain with 16 connections;
+* the baseline, in the same run: ``--baseline-ref`` (default ``4e9a3ef``, the last commit that
+  answered the API through Django's request cycle) checked out with ``git worktree`` into the
+  run's temporary folder, its daphnes on the same database, Redis and feed: the live chain
+  with 16 connections.
 
 Reported: requests/s, latency p50/p90/p99 (wrk's), non-2xx answers, MB/s, CPU (1.0 = one
-core) of the daphnes, wrk, runfeed, the simulator and Redis: they share this machine's cores. Goal: ≥ 500 req/s and p99 ≤ 50 ms for the live chain.
+core) of the daphnes, wrk, runfeed, the simulator and Redis: they share this machine's cores.
+Goal: ≥ 500 req/s and p99 ≤ 50 ms for the live chain with 16 connections, public and logged in.
 """
 
 from __future__ import annotations
@@ -79,7 +84,8 @@ def parse_wrk(output: str) -> dict[str, Any]:
 
 
 def run_wrk(
-    path: str, ports: list[int], connections: int, seconds: float, tmp: Path, daphnes: dict
+    path: str, ports: list[int], connections: int, seconds: float, tmp: Path, daphnes: dict,
+    cookie: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     script = tmp / "split.lua"
     script.write_text(LUA % ", ".join(f'"{p}"' for p in ports))
@@ -89,7 +95,8 @@ def run_wrk(
     started = time.monotonic()
     done = subprocess.run(
         ["wrk", f"-t{len(ports)}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-         "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{ports[0]}{path}"],
+         "--timeout", "10s", "-s", str(script), *(["-H", f"Cookie: {cookie}"] if cookie else []),
+         f"http://127.0.0.1:{ports[0]}{path}"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     result = parse_wrk(done.stdout)
@@ -103,84 +110,163 @@ def run_wrk(
     return result
 
 
+BASELINE_REF = "4e9a3ef"
+LIVE = "/api/v2/options/live?underlying=NIFTY"
+EXPIRIES = "/api/v2/options/expiries?underlying=NIFTY"
+GOAL_RUNS = ("live, 16 connections", "live, 16 connections, logged in")
+
+
+def session_cookie() -> str:
+    """A logged-in session of a new user, as a Cookie header value (Django is set up here)."""
+    import secrets
+
+    from django.conf import settings
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+    )
+    from django.contrib.sessions.backends.db import SessionStore
+
+    user = get_user_model().objects.create_user("bench", password=secrets.token_urlsafe(16))
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+
+def baseline_checkout(ref: str, tmp: Path) -> Path:
+    """``ref`` checked out (detached) in a worktree under ``tmp``; removed by ``drop_checkout``."""
+    where = tmp / f"baseline-{ref}"
+    subprocess.run(["git", "-C", str(_stack.ROOT), "worktree", "add", "--detach", "--quiet",
+                    str(where), ref], check=True)  # fmt: skip
+    return where
+
+
+def drop_checkout(where: Path) -> None:
+    subprocess.run(["git", "-C", str(_stack.ROOT), "worktree", "remove", "--force", str(where)],
+                   check=False)  # fmt: skip
+
+
+def start_daphnes(
+    stack: _stack.Stack, label: str, root: Path | str, env: dict[str, str], cookie: str | None
+) -> tuple[list[int], list[_stack.Proc]]:
+    ports, procs = [], []
+    for n in range(2):
+        port = _stack.free_port()
+        procs.append(stack.start(f"daphne-{label}-{n}", ["-m", "daphne", "-b", "127.0.0.1", "-p",
+                     str(port), "optionsite.asgi:application"], cwd=root, env=env))  # fmt: skip
+        ports.append(port)
+    for port, proc in zip(ports, procs, strict=True):
+        _stack.wait_for(lambda port=port: _ok(port, LIVE, cookie), timeout=60,
+                        what=f"daphne ({label}) answers", proc=proc)  # fmt: skip
+    return ports, procs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--feed-root", help="run runfeed and daphne from this checkout instead")
+    parser.add_argument(
+        "--baseline-ref",
+        default=BASELINE_REF,
+        help=f"git ref of the baseline's daphnes (default {BASELINE_REF})",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline runs")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args()  # fmt: skip
     if shutil.which("wrk") is None:
         sys.exit("bench/api.py needs wrk: apt-get install wrk (Debian) and run again.")
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
-    root = args.feed_root or str(_stack.ROOT)
     runs: dict[str, Any] = {}
-    with _stack.Stack(extra_env={"CHAINS_PUBLIC": "1"}) as stack:
+    with _stack.Stack() as stack:
         _stack.setup_django(stack)
+        cookie = session_cookie()
         _, url = _stack.start_simulator(stack, "--ticks-per-second", "2000", *SIM_ARGS)
         _stack.wire_accounts(url, {ACCOUNT: ["NIFTY"]}, expiries=1)
-        feed = stack.start("runfeed", ["manage.py", "runfeed", "--account", ACCOUNT], cwd=root)
+        feed = stack.start("runfeed", ["manage.py", "runfeed", "--account", ACCOUNT])
         redis = _stack.redis_client()
         _stack.wait_for(
             lambda: (s := _stack.feed_status(redis, ACCOUNT)) and s["state"] == "live"
             and all(c["ready"] for c in s["chains"]),
             timeout=120, what="feed live", proc=feed,
         )  # fmt: skip
-        ports, daphnes = [], {}
-        for n in range(2):
-            port = _stack.free_port()
-            proc = stack.start(f"daphne-{n}", ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                               "optionsite.asgi:application"], cwd=root)  # fmt: skip
-            ports.append(port)
-            daphnes[f"daphne-{n}"] = proc.pid
-        live = "/api/v2/options/live?underlying=NIFTY"
-        for port in ports:
-            _stack.wait_for(lambda port=port: _ok(port, live), timeout=60, what="daphne answers")
-        body = httpx.get(f"http://127.0.0.1:{ports[0]}{live}", timeout=10)
-        data = body.json()["data"]
-        chain = {"strikes": len(data["strikes"]), "bytes": len(body.content),
-                 "legs": sum(len(s) for s in data["strikes"].values())}  # fmt: skip
-        log(f"chain: {chain['strikes']} strikes, {chain['legs']} legs, {chain['bytes']:,} bytes")
-        daphnes["runfeed"] = feed.pid
-        daphnes["simulator"] = stack.procs[0].pid
-        daphnes["redis"] = int(redis.info("server")["process_id"])
-        plan = [("live, 8 connections", live, 8), ("live, 16 connections", live, 16),
-                ("live, 64 connections", live, 64),
-                ("expiries, 16 connections (baseline)", "/api/v2/options/expiries?underlying=NIFTY",
-                 16)]  # fmt: skip
-        for name, path, connections in plan:
-            runs[name] = run_wrk(path, ports, connections, args.seconds, stack.tmp, daphnes)
-            r = runs[name]
-            log(f"  {name}: {r['requests_per_s']:,.0f} req/s, p99 {r['latency_ms'].get('p99')} ms")
-            time.sleep(1.0)
-    goal = runs["live, 16 connections"]
+        others = {"runfeed": feed.pid, "simulator": stack.procs[0].pid,
+                  "redis": int(redis.info("server")["process_id"])}  # fmt: skip
+        public, private = {"CHAINS_PUBLIC": "1"}, {"CHAINS_PUBLIC": "0"}
+        setups: list[tuple[str, Path | str, dict[str, str], str | None, list]] = [
+            ("this", _stack.ROOT, public, None, [
+                ("live, 8 connections", LIVE, 8), ("live, 16 connections", LIVE, 16),
+                ("live, 64 connections", LIVE, 64), ("expiries, 16 connections", EXPIRIES, 16)]),
+            ("login", _stack.ROOT, private, cookie, [
+                ("live, 16 connections, logged in", LIVE, 16)]),
+        ]  # fmt: skip
+        baseline = None
+        if not args.no_baseline:
+            baseline = baseline_checkout(args.baseline_ref, stack.tmp)
+            setups.append(("baseline", baseline, public, None, [
+                (f"baseline {args.baseline_ref}: live, 16 connections", LIVE, 16)]))  # fmt: skip
+        chain: dict[str, Any] = {}
+        try:
+            for label, root, env, with_cookie, plan in setups:
+                ports, procs = start_daphnes(stack, label, root, env, with_cookie)
+                if not chain:
+                    body = httpx.get(f"http://127.0.0.1:{ports[0]}{LIVE}", timeout=10)
+                    data = body.json()["data"]
+                    chain = {"strikes": len(data["strikes"]), "bytes": len(body.content),
+                             "legs": sum(len(s) for s in data["strikes"].values())}  # fmt: skip
+                    log(f"chain: {chain['strikes']} strikes, {chain['legs']} legs, "
+                        f"{chain['bytes']:,} bytes")  # fmt: skip
+                pids = {f"daphne-{n}": p.pid for n, p in enumerate(procs)} | others
+                for name, path, connections in plan:
+                    runs[name] = run_wrk(path, ports, connections, args.seconds, stack.tmp, pids,
+                                         with_cookie)  # fmt: skip
+                    r = runs[name]
+                    log(f"  {name}: {r['requests_per_s']:,.0f} req/s, "
+                        f"p99 {r['latency_ms'].get('p99')} ms")  # fmt: skip
+                    time.sleep(1.0)
+                for proc in procs:
+                    stack.stop(proc)
+        finally:
+            if baseline is not None:
+                drop_checkout(baseline)
     results = {
         "chain": chain,
         "runs": runs,
         "goal_met": {
-            "requests_per_s": goal["requests_per_s"] >= RATE_GOAL and goal["non_2xx"] == 0,
-            "p99": goal["latency_ms"].get("p99", 1e9) <= P99_GOAL_MS,
+            name: {
+                "requests_per_s": runs[name]["requests_per_s"] >= RATE_GOAL
+                and runs[name]["non_2xx"] == 0,
+                "p99": runs[name]["latency_ms"].get("p99", 1e9) <= P99_GOAL_MS,
+            }
+            for name in GOAL_RUNS
         },
     }
     if args.json:
         print(json.dumps({"benchmark": "api", "results": results}, indent=2))
         return
-    print(f"{'run':<38}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+    print(f"{'run':<46}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
           f"{'MB/s':>8}{'daphne CPU':>14}  other CPU")  # fmt: skip
     for name, r in runs.items():
         lat, cpu = r["latency_ms"], r["cpu"]
         web = " + ".join(f"{v:.2f}" for k, v in cpu.items() if k.startswith("daphne"))
         other = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if not k.startswith("daphne"))
-        print(f"{name:<38}{r['requests_per_s']:>9,.0f}{lat.get('p50', 0):>9.1f}"
+        print(f"{name:<46}{r['requests_per_s']:>9,.0f}{lat.get('p50', 0):>9.1f}"
               f"{lat.get('p90', 0):>9.1f}{lat.get('p99', 0):>9.1f}{r['non_2xx']:>9}"
               f"{r['mb_per_s'] or 0:>8.1f}{web:>14}  {other}")  # fmt: skip
-    for what, met in results["goal_met"].items():
-        target = f"≥ {RATE_GOAL:.0f}" if what == "requests_per_s" else f"≤ {P99_GOAL_MS:.0f} ms"
-        print(f"goal {what} {target} (live, 16 connections): {'met' if met else 'MISSED'}")
+    for name, met in results["goal_met"].items():
+        for what, ok in met.items():
+            target = f"≥ {RATE_GOAL:.0f}" if what == "requests_per_s" else f"≤ {P99_GOAL_MS:.0f} ms"
+            print(f"goal {what} {target} ({name}): {'met' if ok else 'MISSED'}")
 
 
-def _ok(port: int, path: str) -> bool:
+def _ok(port: int, path: str, cookie: str | None = None) -> bool:
+    headers = {"Cookie": cookie} if cookie else {}
     try:
-        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code == 200
+        response = httpx.get(f"http://127.0.0.1:{port}{path}", headers=headers, timeout=5)
+        return response.status_code == 200
     except httpx.HTTPError:
         return False
 

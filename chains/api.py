@@ -1,15 +1,18 @@
-"""The JSON API: ``/api/v2/options/live`` and ``/api/v2/options/expiries``.
+"""The JSON API's answers: ``/api/v2/options/live`` and ``/api/v2/options/expiries``.
 
 Answers: 200 ``{"status": "success", "data": …}``; 400 bad parameters; 401 not logged in;
 404 an underlying or expiry that is not tracked (the body lists the valid ones); 503 with a
 ``code`` and a message saying what to do, plus the last known ``data`` (labelled by
-``source``) when there is some.
+``source``) when there is some. ``chains.api_http`` serves them over HTTP.
 
 A live chain is the hot path (bench/api.py): its answer is decided from the snapshot's small
 meta record, and the JSON of a live answer is built once per snapshot ``seq`` per process, so
 most requests read two small Redis keys and send cached bytes. The tracked chain an underlying
 resolves to is reused for ``RESOLVE_SECONDS`` (and forgotten when a tracked chain, an account
 or an instrument is saved in this process): an admin's change shows within that time.
+
+The functions here are synchronous (the ORM, on a cache miss, and Redis): call them from async
+code through ``database_sync_to_async``.
 """
 
 from __future__ import annotations
@@ -17,20 +20,21 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models.signals import post_delete, post_save
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.http import require_GET
+from django.http import HttpResponse
 
 from brokers.models import BrokerAccount, Instrument, TrackedChain
 
 from . import selectors, store
-from .access import may_view_chains
 
 RESOLVE_SECONDS = 2.0
+LIVE_PATH = "/api/v2/options/live"
 
 DATA_KEYS = (
     "underlying", "expiry", "lot_size", "strike_interval", "atm_strike", "spot", "forward",
@@ -38,10 +42,24 @@ DATA_KEYS = (
 )  # fmt: skip
 
 
-def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
-    return JsonResponse(
-        {"status": "error", "code": code, "message": message, **extra}, status=status
-    )
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP status and the JSON body to send with it."""
+
+    status: int
+    body: bytes
+
+
+def as_json(status: int, payload: dict[str, Any]) -> Answer:
+    return Answer(status, json.dumps(payload, cls=DjangoJSONEncoder).encode())
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> Answer:
+    return as_json(status, {"status": "error", "code": code, "message": message, **extra})
+
+
+def http_response(answer: Answer) -> HttpResponse:
+    return HttpResponse(answer.body, status=answer.status, content_type="application/json")
 
 
 def api_data(data: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +67,7 @@ def api_data(data: dict[str, Any]) -> dict[str, Any]:
     return {key: data.get(key) for key in DATA_KEYS}
 
 
-def _denied() -> JsonResponse:
+def denied() -> Answer:
     return error(401, "unauthenticated", "Log in at /accounts/login/ to use the API.")
 
 
@@ -116,15 +134,13 @@ def _live_body(underlying: str, expiry: date, version: tuple[object, object]) ->
     return body
 
 
-@require_GET
-def options_live(request: HttpRequest) -> HttpResponse:
-    if not may_view_chains(request.user):
-        return _denied()
-    underlying = (request.GET.get("underlying") or "").strip().upper()
+def live(query: Mapping[str, str]) -> Answer:
+    """``/api/v2/options/live?underlying=…[&expiry=YYYY-MM-DD]``."""
+    underlying = (query.get("underlying") or "").strip().upper()
     if not underlying:
         return error(400, "bad_request", "underlying is required, e.g. ?underlying=NIFTY")
     try:
-        expiry = parse_expiry(request.GET.get("expiry"))
+        expiry = parse_expiry(query.get("expiry"))
         chain, expiry = resolve(underlying, expiry)
     except ValueError as exc:
         return error(400, "bad_request", str(exc))
@@ -136,26 +152,30 @@ def options_live(request: HttpRequest) -> HttpResponse:
         version = (decided.data.get("seq"), decided.data.get("as_of"))
         body = _live_body(chain.underlying, expiry, version)
         if body is not None:
-            return HttpResponse(body, content_type="application/json")
+            return Answer(200, body)
     view = selectors.chain_view(chain, expiry)
     data = api_data(view.data) if view.data is not None else None
     if not view.ok:
         return error(503, view.code or "unavailable", view.message, data=data)
-    return JsonResponse({"status": "success", "data": data})
+    return as_json(200, {"status": "success", "data": data})
 
 
-@require_GET
-def options_expiries(request: HttpRequest) -> JsonResponse:
-    if not may_view_chains(request.user):
-        return _denied()
-    underlying = (request.GET.get("underlying") or "").strip().upper()
+def expiries(query: Mapping[str, str]) -> Answer:
+    """``/api/v2/options/expiries?underlying=…``."""
+    underlying = (query.get("underlying") or "").strip().upper()
     if not underlying:
         return error(400, "bad_request", "underlying is required, e.g. ?underlying=NIFTY")
     try:
         chain = selectors.tracked_chain(underlying)
     except selectors.NotTracked as exc:
         return error(404, "not_tracked", str(exc), valid=exc.valid)
-    expiries = [e.isoformat() for e in selectors.expiries(chain)]
-    return JsonResponse(
-        {"status": "success", "data": {"underlying": chain.underlying, "expiries": expiries}}
+    listed = [e.isoformat() for e in selectors.expiries(chain)]
+    return as_json(
+        200, {"status": "success", "data": {"underlying": chain.underlying, "expiries": listed}}
     )
+
+
+ENDPOINTS: dict[str, Callable[[Mapping[str, str]], Answer]] = {
+    "live": live,
+    "expiries": expiries,
+}

@@ -1,10 +1,20 @@
-"""WebSocket routes (served through optionsite.asgi)."""
+"""Channels routes (served through optionsite.asgi): the JSON API and the live WebSocket."""
 
 from __future__ import annotations
 
-from django.urls import path
+from channels.sessions import SessionMiddlewareStack
+from django.urls import path, re_path
 
+from .api_http import ApiConsumer
 from .consumers import LiveOptionsConsumer
+
+# HTTP routes answered ahead of Django's request cycle; the rest goes to Django.
+http_urlpatterns = [
+    re_path(
+        r"^api/v2/options/(?P<endpoint>live|expiries)$",
+        SessionMiddlewareStack(ApiConsumer.as_asgi()),
+    ),
+]
 
 websocket_urlpatterns = [
     path("ws/live-options/<str:underlying>", LiveOptionsConsumer.as_asgi()),

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from . import selectors
-from .api import error
+from .api import error, http_response
 
 # Keys of system_status() rows that hold ISO times; the page shows them as Indian time.
 _TIMES = ("token_expires_at", "last_checked_at", "connected_since", "updated_at", "as_of",
@@ -25,9 +25,11 @@ _TIMES = ("token_expires_at", "last_checked_at", "connected_since", "updated_at"
 
 
 @require_GET
-def status_api(request: HttpRequest) -> JsonResponse:
+def status_api(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
-        return error(401, "unauthenticated", "Log in at /accounts/login/ to see the status.")
+        return http_response(
+            error(401, "unauthenticated", "Log in at /accounts/login/ to see the status.")
+        )
     return JsonResponse({"status": "success", "data": selectors.system_status()})
 
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from . import presenter, selectors
 from .access import may_view_chains
-from .api import api_data
+from .api import LIVE_PATH, api_data
 
 WINDOWS = (5, 10, 15, 20)
 DEFAULT_WINDOW = 15
@@ -89,7 +89,7 @@ def chain_page(request: HttpRequest, underlying: str, expiry: str) -> HttpRespon
             "window": window,
             "seq": data["seq"] if data else None,
         },
-        "api_url": reverse("api-options-live") + f"?underlying={chain.underlying}&expiry={day}",
+        "api_url": f"{LIVE_PATH}?underlying={chain.underlying}&expiry={day}",
     }  # fmt: skip
     status = 200 if view.ok else 503
     return render(request, "chains/chain.html", context, status=status)

@@ -6,7 +6,6 @@ from django.contrib import admin
 from django.urls import include, path
 
 from brokers import views as broker_views
-from chains import api as chain_api
 from chains import status as chain_status
 from chains import views as chain_views
 
@@ -27,8 +26,6 @@ urlpatterns = [
     path("", chain_views.index, name="index"),
     path("chains/<str:underlying>/", chain_views.chain_nearest, name="chain-nearest"),
     path("chains/<str:underlying>/<str:expiry>/", chain_views.chain_page, name="chain"),
-    path("api/v2/options/live", chain_api.options_live, name="api-options-live"),
-    path("api/v2/options/expiries", chain_api.options_expiries, name="api-options-expiries"),
     path("status/", chain_status.status_page, name="status"),
     path("api/v2/status", chain_status.status_api, name="api-status"),
 ]

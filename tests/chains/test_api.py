@@ -11,6 +11,7 @@ from django.utils import timezone
 from brokers.models import AccountStatus, TrackedChain
 from chains import store
 from chains.models import ChainSnapshot
+from tests.asgi_client import AsgiClient
 
 from .fixtures import EXPIRY, LATER, build_book, publish, tracked
 
@@ -33,9 +34,15 @@ def clean_redis():
 
 
 @pytest.fixture
-def user_client(client):
-    client.force_login(get_user_model().objects.create_user("trader", password="pw-test-only"))
-    return client
+def user_client(db):
+    return AsgiClient.logged_in(
+        get_user_model().objects.create_user("trader", password="pw-test-only")
+    )
+
+
+@pytest.fixture
+def anonymous():
+    return AsgiClient()
 
 
 @pytest.fixture(params=["dhan", "upstox"])
@@ -84,17 +91,17 @@ def test_expiries_lists_the_tracked_expiries(user_client, broker_account):
     }
 
 
-def test_anonymous_is_refused_with_401(client, broker_account):
-    response = live(client)
+def test_anonymous_is_refused_with_401(anonymous, broker_account):
+    response = live(anonymous)
     assert response.status_code == 401
     assert response.json()["code"] == "unauthenticated"
-    assert client.get("/api/v2/options/expiries", {"underlying": "NIFTY"}).status_code == 401
+    assert anonymous.get("/api/v2/options/expiries", {"underlying": "NIFTY"}).status_code == 401
 
 
-def test_public_setting_opens_the_api(client, broker_account, settings):
+def test_public_setting_opens_the_api(anonymous, broker_account, settings):
     settings.CHAINS_PUBLIC = True
     publish(broker_account, build_book(broker_account, EXPIRY))
-    assert live(client).status_code == 200
+    assert live(anonymous).status_code == 200
 
 
 @pytest.mark.parametrize(
