@@ -36,5 +36,7 @@ application = ProtocolTypeRouter(
 )
 
 # Everything loaded by now lives as long as the process. Freezing it keeps the collector's full
-# passes to what requests allocate, instead of walking Django's whole module graph each time.
+# passes to what requests allocate, instead of walking Django's whole module graph each time:
+# under load those passes stalled every request for 50-100 ms (bench/api.py).
+gc.collect()
 gc.freeze()
