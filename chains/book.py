@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import secrets
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -133,6 +134,10 @@ class ChainBook:
         self.pcr: float | None = None
         self.max_pain: float | None = None
         self.seq = 0
+        # Which writer's seq this is: a restarted feed worker builds a new book and counts from
+        # 1 again, so readers compare (run, seq), never seq alone. A book rebuilt from a stored
+        # snapshot (the REST repopulate task) continues that snapshot's run.
+        self.run = secrets.token_hex(4)
         self.as_of: datetime | None = None
         self.dirty: set[str] = set()
         self.header_dirty = False
@@ -245,8 +250,8 @@ class ChainBook:
     def flush(self, now: datetime) -> dict[str, object] | None:
         """Compute analytics and return the delta since the last flush (None if nothing changed).
 
-        The delta holds ``seq`` (incremented), ``as_of``, the full state of every changed leg
-        under ``legs[strike][CE|PE]`` and, when they changed, the header fields.
+        The delta holds ``run``, ``seq`` (incremented), ``as_of``, the full state of every
+        changed leg under ``legs[strike][CE|PE]`` and, when they changed, the header fields.
         """
         if not self.pending:
             return None
@@ -265,6 +270,7 @@ class ChainBook:
         self.as_of = now
         header = self._header()
         delta: dict[str, object] = {
+            "run": self.run,
             "seq": self.seq,
             "as_of": now.isoformat(),
             "legs": self._legs_dict(self.legs[i] for i in changed),
@@ -379,6 +385,7 @@ class ChainBook:
             "strike_interval": self.strike_interval,
             **self._header(),
             "as_of": self.as_of.isoformat() if self.as_of else None,
+            "run": self.run,
             "seq": self.seq,
             "strikes": self._legs_dict(self.legs.values()),
         }

@@ -46,16 +46,17 @@ def _view(chain: Any, expiry: date, *, with_data: bool = True) -> selectors.Chai
     return selectors.chain_view(chain, expiry, with_data=with_data)
 
 
-# (group, seq) → the delta's JSON text. Every consumer of a chain in this process receives the
-# same group message: encoding it once instead of once per client is what lets one process
-# serve hundreds of clients (a 160-leg delta is ~45 KB of JSON).
-_DELTA_TEXT: dict[tuple[str, int], str] = {}
+# (group, run, seq) → the delta's JSON text. Every consumer of a chain in this process receives
+# the same group message: encoding it once instead of once per client is what lets one process
+# serve hundreds of clients (a 160-leg delta is ~45 KB of JSON). A restarted feed worker counts
+# seq from 1 again under a new run: the run keeps its deltas apart from the old ones.
+_DELTA_TEXT: dict[tuple[str, str | None, int], str] = {}
 _DELTA_TEXT_LIMIT = 512
 
 
 def delta_text(group: str | None, event: dict[str, Any]) -> str:
     """The ``delta`` message of a ``chain.delta`` event as JSON, encoded once per process."""
-    key = (group or "", event["seq"])
+    key = (group or "", event.get("run"), event["seq"])
     text = _DELTA_TEXT.get(key)
     if text is None:
         if len(_DELTA_TEXT) >= _DELTA_TEXT_LIMIT:
@@ -69,6 +70,7 @@ def delta_text(group: str | None, event: dict[str, Any]) -> str:
 
 class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
     group: str | None = None
+    run: str | None = None
     seq: int | None = None
     status_key: tuple[Any, ...] | None = None
     poller: asyncio.Task[None] | None = None
@@ -118,6 +120,7 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
     async def send_snapshot(self) -> None:
         view = await _view(self.chain, self.expiry)
         data = api_data(view.data) if view.data is not None else None
+        self.run = view.data.get("run") if view.data is not None else None
         self.seq = data["seq"] if data else None
         await self.send_json({"type": "snapshot", "seq": self.seq, "data": data})
         await self._send_status(view)
@@ -125,9 +128,14 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
     async def chain_delta(self, event: dict[str, Any]) -> None:
         """A flush of the chain (group message ``chain.delta``)."""
         seq = event["seq"]
-        if self.seq is not None and seq <= self.seq:
+        if self.seq is None or event.get("run") != self.run:
+            # No base to apply a delta to, or a restarted feed worker (its seq says nothing of
+            # ours): the snapshot, written before this delta, is the way back.
+            await self.send_snapshot()
+            return
+        if seq <= self.seq:
             return  # already in the snapshot this client has
-        if self.seq is not None and seq != self.seq + 1:
+        if seq != self.seq + 1:
             with contextlib.suppress(RedisError):  # the counter is diagnostics only
                 await store.count_channel_gap(self.redis)
             await self.send_snapshot()

@@ -98,6 +98,7 @@ def seed_book(book: ChainBook, snapshot: dict[str, Any]) -> None:
     if snapshot.get("spot"):
         book.apply_spot_value(snapshot["spot"], observed)
     book.seq = snapshot["seq"]
+    book.run = snapshot.get("run") or book.run
     book.as_of = as_of
     book.dirty.clear()
     book.header_dirty = False

@@ -74,7 +74,7 @@ def async_client() -> aioredis.Redis:
 # --- writers (feed worker) ----------------------------------------------------------------------
 
 
-META_KEYS = ("underlying", "expiry", "seq", "as_of", "ready", "reason", "account", "broker")
+META_KEYS = ("underlying", "expiry", "run", "seq", "as_of", "ready", "reason", "account", "broker")
 
 
 def snapshot_meta(snapshot: dict[str, Any]) -> dict[str, Any]:

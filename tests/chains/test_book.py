@@ -147,6 +147,14 @@ def test_flush_sends_only_changed_legs_and_increments_seq():
     assert "header" not in delta
 
 
+def test_deltas_and_snapshots_name_the_books_run_and_a_new_book_has_a_new_one():
+    chain, again = priced_chain(), priced_chain()
+    delta = chain.flush(NOW)
+    assert delta["run"] == chain.run == chain.snapshot()["run"]
+    assert again.flush(NOW)["seq"] == delta["seq"]  # a restarted writer counts from 1 again…
+    assert again.run != chain.run  # …under another run, so readers can tell the two apart
+
+
 def test_price_without_time_value_shows_no_iv():
     chain = priced_chain()
     chain.apply_tick(

@@ -8,6 +8,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 
 from chains import store
 from optionsite.asgi import application
@@ -75,7 +76,8 @@ async def test_deltas_are_forwarded_in_order(world):
     layer = get_channel_layer()
     group = store.group_name("NIFTY", EXPIRY)
     for seq in (chain.seq + 1, chain.seq + 2):
-        await layer.group_send(group, {"type": "chain.delta", "seq": seq, "as_of": "t",
+        await layer.group_send(group, {"type": "chain.delta", "run": chain.run, "seq": seq,
+                                       "as_of": "t",
                                        "legs": {"26000": {"CE": {"ltp": float(seq)}}}})  # fmt: skip
     first = await ws.receive_json_from(timeout=5)
     second = await ws.receive_json_from(timeout=5)
@@ -89,7 +91,8 @@ async def test_gap_in_seq_resyncs_with_a_snapshot_and_is_counted(world):
     ws, _, _ = await connected(cookie)
     layer = get_channel_layer()
     await layer.group_send(store.group_name("NIFTY", EXPIRY),
-                           {"type": "chain.delta", "seq": chain.seq + 5, "legs": {}})  # fmt: skip
+                           {"type": "chain.delta", "run": chain.run, "seq": chain.seq + 5,
+                            "legs": {}})  # fmt: skip
     message = await ws.receive_json_from(timeout=5)
     assert message["type"] == "snapshot"  # not the delta: the client is resynced instead
     assert await sync_to_async(store.channel_gaps)() == 1
@@ -100,10 +103,51 @@ async def test_old_deltas_are_not_replayed(world):
     _, chain, cookie = world
     ws, _, _ = await connected(cookie)
     await get_channel_layer().group_send(
-        store.group_name("NIFTY", EXPIRY), {"type": "chain.delta", "seq": chain.seq, "legs": {}}
+        store.group_name("NIFTY", EXPIRY),
+        {"type": "chain.delta", "run": chain.run, "seq": chain.seq, "legs": {}},
     )
     assert await ws.receive_nothing(timeout=0.5)
     await ws.disconnect()
+
+
+async def test_a_restarted_feed_worker_resyncs_clients_instead_of_being_ignored(world):
+    account, chain, cookie = world
+    for _ in range(5):  # the first worker has flushed a while: its seq is ahead
+        chain.dirty.add(next(iter(chain.legs)))
+        chain.flush(timezone.now())
+    await sync_to_async(publish)(account, chain)
+    ws, snapshot, _ = await connected(cookie)
+    assert snapshot["seq"] == chain.seq == 6
+    # The worker restarts: a new book counts from 1 again, writes its snapshot, then its delta.
+    restarted = await sync_to_async(build_book)(account, EXPIRY, forward=26_400.0)
+    restarted.dirty.add(next(iter(restarted.legs)))
+    delta = restarted.flush(timezone.now())
+    await sync_to_async(publish)(account, restarted)
+    assert delta["seq"] == 2 < chain.seq and restarted.run != chain.run
+    await get_channel_layer().group_send(
+        store.group_name("NIFTY", EXPIRY), {"type": "chain.delta", **delta}
+    )
+    message = await ws.receive_json_from(timeout=5)
+    assert message["type"] == "snapshot" and message["seq"] == 2
+    assert message["data"]["forward"] == restarted.snapshot()["forward"]
+    # …and the new run's next delta is forwarded as a delta.
+    restarted.dirty.add(next(iter(restarted.legs)))
+    following = restarted.flush(timezone.now())
+    await sync_to_async(publish)(account, restarted)
+    await get_channel_layer().group_send(
+        store.group_name("NIFTY", EXPIRY), {"type": "chain.delta", **following}
+    )
+    message = await ws.receive_json_from(timeout=5)
+    assert (message["type"], message["seq"]) == ("delta", 3)
+    await ws.disconnect()
+
+
+async def test_deltas_of_two_runs_with_the_same_seq_are_encoded_apart():
+    from chains.consumers import delta_text
+
+    first = {"run": "aaaa", "seq": 1, "legs": {"26000": {"CE": {"ltp": 1.0}}}}
+    second = {"run": "bbbb", "seq": 1, "legs": {"26000": {"CE": {"ltp": 2.0}}}}
+    assert delta_text("chain.X.2026-11-26", first) != delta_text("chain.X.2026-11-26", second)
 
 
 async def test_client_can_ask_for_a_resync(world):

@@ -75,6 +75,7 @@ def test_rest_rows_newer_than_the_snapshot_replace_prices_and_advance_seq():
     snapshot, delta = merge(current, rest(bump=1.5), T0 + timedelta(minutes=1))
     assert leg(snapshot, "120", "CE")["ltp"] == 6.5
     assert snapshot["seq"] == current["seq"] + 1 == delta["seq"]
+    assert snapshot["run"] == current["run"] == delta["run"]  # the stored writer's count goes on
     assert delta["legs"]["120"]["CE"]["ltp"] == 6.5
     assert snapshot["ready"] is True and snapshot["account"] == "main"
 
