@@ -15,7 +15,7 @@ from tests.asgi_client import AsgiClient
 
 from .fixtures import EXPIRY, LATER, build_book, publish, tracked
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clean_redis")]
 LEG_KEYS = {
     "instrument_id", "ltp", "change", "bid", "ask", "bid_qty", "ask_qty", "volume", "oi",
     "oi_change", "prev_close", "iv", "delta", "gamma", "theta", "vega", "buildup", "exchange_time",
@@ -24,13 +24,6 @@ DATA_KEYS = {
     "underlying", "expiry", "lot_size", "strike_interval", "atm_strike", "spot", "forward",
     "pcr", "max_pain", "source", "as_of", "seq", "strikes",
 }  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def clean_redis():
-    store.sync_client().flushdb()
-    yield
-    store.sync_client().flushdb()
 
 
 @pytest.fixture

@@ -15,15 +15,8 @@ from tests.processes import free_port
 
 from .fixtures import EXPIRY, build_book, publish, tracked
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clean_redis")]
 LIVE = "/api/v2/options/live"
-
-
-@pytest.fixture(autouse=True)
-def clean_redis():
-    store.sync_client().flushdb()
-    yield
-    store.sync_client().flushdb()
 
 
 @pytest.fixture

@@ -15,15 +15,12 @@ from optionsite.asgi import application
 
 from .fixtures import EXPIRY, LATER, build_book, publish, tracked
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio,
+    pytest.mark.usefixtures("clean_redis"),
+]
 ORIGIN = (b"origin", b"http://localhost")
-
-
-@pytest.fixture(autouse=True)
-def clean_redis():
-    store.sync_client().flushdb()
-    yield
-    store.sync_client().flushdb()
 
 
 def session_cookie() -> bytes:
