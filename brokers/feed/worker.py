@@ -43,6 +43,10 @@ from .plan import ChainPlan, InstrumentRef
 
 logger = logging.getLogger(__name__)
 
+# While frames arrive faster than they are handled, the receive loop still lets the flusher and
+# the housekeeping (status, lock renewal) run at least this often (seconds).
+YIELD_EVERY = 0.05
+
 
 @dataclass
 class FeedSettings:
@@ -447,19 +451,26 @@ class FeedWorker:
 
         One plain ``recv()`` per frame: a frame already buffered is handed over without an
         event-loop round trip (a Task and an ``asyncio.wait`` per frame cost more than
-        decoding and applying a Dhan frame). A watchdog, one task per session, marks the feed
-        quiet, detects staleness and ends this loop on ``stop`` by cancelling it.
+        decoding and applying a Dhan frame). That also means a backlog would never let the
+        loop run anything else (flushes, status, the lock's renewal), so the loop is yielded
+        to at least every ``YIELD_EVERY`` seconds. A watchdog, one task per session, marks the
+        feed quiet, detects staleness and ends this loop on ``stop`` by cancelling it.
         """
         receiver = asyncio.current_task()
         assert receiver is not None
         verdict: list[Stale] = []
         watchdog = asyncio.create_task(self._watchdog(receiver, stop, verdict))
         handle = self.handle_frame
+        next_yield = time.time() + YIELD_EVERY
         try:
             while True:
                 frame = await ws.recv()
-                handle(frame, time.time())
+                received = time.time()
+                handle(frame, received)
                 self.state = "live"
+                if received >= next_yield:
+                    await asyncio.sleep(0)
+                    next_yield = received + YIELD_EVERY
         except asyncio.CancelledError:
             if not verdict and not stop.is_set():
                 raise  # cancelled by someone else: not ours to swallow

@@ -213,3 +213,47 @@ async def test_verify_raises_config_error_for_missing_token(tmp_path, redis_clie
     await sync_to_async(account.save)()
     with pytest.raises(FeedConfigError):
         await FeedWorker("main", channel_layer=layer, redis=redis_client).verify()
+
+
+# --- a backlog does not starve the worker's other tasks ------------------------------------------
+
+
+class BacklogSocket:
+    """A broker socket with ``frames`` already buffered: ``recv`` never waits, then it closes."""
+
+    def __init__(self, frame: bytes, frames: int) -> None:
+        self.frame, self.left = frame, frames
+
+    async def recv(self) -> bytes:
+        if not self.left:
+            from websockets.exceptions import ConnectionClosedOK
+
+            raise ConnectionClosedOK(None, None)
+        self.left -= 1
+        return self.frame
+
+
+@pytest.mark.asyncio
+async def test_a_backlog_of_frames_still_lets_flushes_and_status_run(tmp_path, redis_client, layer):
+    import asyncio
+
+    from websockets.exceptions import ConnectionClosed
+
+    worker = await ready_worker(tmp_path, redis_client, layer)
+    frame = encode.encode_ticker("NSE_FNO", int(leg_id(26_000, "CE")), ltp=101.5, ltt=None)
+    total = 400_000  # a few tenths of a second of frames
+    seen: list[int] = []
+
+    async def other_task() -> None:  # stands for the flusher and the housekeeping
+        while True:
+            await asyncio.sleep(0.01)
+            seen.append(worker.counters.frames)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    with pytest.raises(ConnectionClosed):
+        await worker._receive(BacklogSocket(frame, total), asyncio.Event())
+    other.cancel()
+    assert worker.counters.frames == total
+    during = [n for n in seen if 0 < n < total]
+    assert len(during) >= 2, f"the other task ran only at {sorted(set(seen))} frames"
