@@ -53,7 +53,7 @@ class ApiConsumer(AsyncHttpConsumer):
         request = ASGIRequest(self.scope, io.BytesIO(body))
         security = SecurityMiddleware(_no_view)
         try:
-            response = security.process_request(request) or await self.respond(request)
+            response = await self.respond(request, security)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             logger.error("API request %s: Redis does not answer: %s", request.path, exc)
             response = _response(api.error(503, "store_unavailable", STORE_DOWN))
@@ -67,12 +67,15 @@ class ApiConsumer(AsyncHttpConsumer):
         headers.append((b"content-length", str(len(response.content)).encode()))
         await self.send_response(response.status_code, response.content, headers=headers)
 
-    async def respond(self, request: ASGIRequest) -> HttpResponse:
+    async def respond(self, request: ASGIRequest, security: SecurityMiddleware) -> HttpResponse:
         try:
             request.get_host()
         except DisallowedHost as exc:
             security_logger.warning("%s", exc)
             return _response(api.error(400, "bad_request", "This host name is not served here."))
+        redirect = security.process_request(request)  # plain HTTP while HTTPS is required
+        if redirect is not None:
+            return redirect
         if request.method != "GET":
             response = _response(
                 api.error(405, "method_not_allowed", f"{request.method} is not allowed: use GET.")

@@ -52,6 +52,12 @@ def test_a_host_not_in_allowed_hosts_is_refused_with_400(trader, account, caplog
     assert "strikes" not in response.content.decode()
 
 
+def test_a_bad_host_is_400_even_when_https_is_required(trader, account, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    response = AsgiClient.logged_in(trader, host="evil.example").get(LIVE, {"underlying": "NIFTY"})
+    assert response.status_code == 400 and response.json()["code"] == "bad_request"
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "HEAD"])
 def test_methods_other_than_get_answer_405_naming_get(trader, account, method):
     response = AsgiClient.logged_in(trader).request(method, LIVE, {"underlying": "NIFTY"})
