@@ -34,7 +34,8 @@ from brokers.models import BrokerAccount, Instrument, TrackedChain
 from . import selectors, store
 
 RESOLVE_SECONDS = 2.0
-LIVE_PATH = "/api/v2/options/live"
+PREFIX = "api/v2/options/"  # the endpoints below are PREFIX + their name
+LIVE_PATH = f"/{PREFIX}live"
 
 DATA_KEYS = (
     "underlying", "expiry", "lot_size", "strike_interval", "atm_strike", "spot", "forward",

@@ -5,13 +5,14 @@ from __future__ import annotations
 from channels.sessions import SessionMiddlewareStack
 from django.urls import path, re_path
 
+from . import api
 from .api_http import ApiConsumer
 from .consumers import LiveOptionsConsumer
 
 # HTTP routes answered ahead of Django's request cycle; the rest goes to Django.
 http_urlpatterns = [
     re_path(
-        r"^api/v2/options/(?P<endpoint>live|expiries)$",
+        rf"^{api.PREFIX}(?P<endpoint>{'|'.join(api.ENDPOINTS)})$",
         SessionMiddlewareStack(ApiConsumer.as_asgi()),
     ),
 ]
