@@ -110,7 +110,10 @@ class DhanRest:
 
     # --- option chain ------------------------------------------------------------------------
 
-    async def expiry_list(self, request: web.Request) -> web.Response:
+    async def _chain_request(
+        self, request: web.Request
+    ) -> tuple[str, dict[str, Any], Instrument] | web.Response:
+        """(client id, body, index) of an option-chain request, or the error to answer."""
         client = self._client(request)
         if client is None:
             return _auth_error()
@@ -120,6 +123,13 @@ class DhanRest:
         index = self._underlying(body)
         if isinstance(index, web.Response):
             return index
+        return client, body, index
+
+    async def expiry_list(self, request: web.Request) -> web.Response:
+        asked = await self._chain_request(request)
+        if isinstance(asked, web.Response):
+            return asked
+        client, _, index = asked
         unique = ("expirylist", index.security_id)
         if not self.sim.limits.allow_dhan(client, "chain", unique):
             return _limited()
@@ -127,15 +137,10 @@ class DhanRest:
         return web.json_response({"data": [d.isoformat() for d in days], "status": "success"})
 
     async def option_chain(self, request: web.Request) -> web.Response:
-        client = self._client(request)
-        if client is None:
-            return _auth_error()
-        body = await self._body(request)
-        if body is None:
-            return dhan_error(400, "DH-905", "Request body must be a JSON object")
-        index = self._underlying(body)
-        if isinstance(index, web.Response):
-            return index
+        asked = await self._chain_request(request)
+        if isinstance(asked, web.Response):
+            return asked
+        client, body, index = asked
         raw = body.get("Expiry")
         try:
             expiry = date.fromisoformat(raw) if isinstance(raw, str) else None
