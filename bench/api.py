@@ -121,21 +121,14 @@ def session_cookie() -> str:
     import secrets
 
     from django.conf import settings
-    from django.contrib.auth import (
-        BACKEND_SESSION_KEY,
-        HASH_SESSION_KEY,
-        SESSION_KEY,
-        get_user_model,
-    )
-    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.auth import get_user_model
+    from django.test import Client
 
     user = get_user_model().objects.create_user("bench", password=secrets.token_urlsafe(16))
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
-    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+    client = Client()
+    client.force_login(user)  # the session a login creates, without a request
+    name = settings.SESSION_COOKIE_NAME
+    return f"{name}={client.cookies[name].value}"
 
 
 def baseline_checkout(ref: str, tmp: Path) -> Path:
