@@ -36,9 +36,9 @@ from django.conf import settings  # noqa: E402
 from redis.exceptions import RedisError  # noqa: E402
 
 from brokers.exceptions import CodecError  # noqa: E402
-from brokers.feed.worker import FeedSettings, FeedWorker  # noqa: E402
 from brokers.ticks import Tick  # noqa: E402
 from chains import store  # noqa: E402
+from chains.feed.worker import FeedSettings, FeedWorker  # noqa: E402
 
 MAX_QUEUE = 100_000
 SNAPSHOT_EVERY = 0.25

@@ -62,8 +62,8 @@ TRAFFIC_GOAL = 10.0
 
 
 def chains_tracked() -> list[tuple[str, str]]:
-    from brokers.feed.plan import nearest_expiries
     from brokers.models import BrokerAccount
+    from chains.plan import nearest_expiries
 
     account = BrokerAccount.objects.get(name=ACCOUNT)
     return [(u, nearest_expiries(account, u, 1)[0].isoformat()) for u in UNDERLYINGS]

@@ -270,11 +270,12 @@ def record_frames(url: str, account: str, rate: int, seconds: float) -> tuple[li
     from asgiref.sync import async_to_sync
     from websockets.asyncio.client import connect
 
-    from brokers.feed import records
-    from brokers.feed.adapters import adapter_for
+    from brokers.accounts import account_config
+    from brokers.adapters import adapter_for
+    from chains.plan import chain_plans
 
-    config = records.account_config(account)
-    plans = records.chain_plans(account)
+    config = account_config(account)
+    plans = chain_plans(account)
     adapter = adapter_for(config)
     index = list({p.index: None for p in plans})
     legs = [leg.ref for p in plans for leg in p.legs]

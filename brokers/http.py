@@ -21,7 +21,7 @@ import random as _random
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -30,9 +30,10 @@ import httpx
 from brokers.exceptions import BrokerError, PayloadError
 from brokers.ratelimit import RateLimiter, Sleep
 
+from .exchange import IST
+
 logger = logging.getLogger(__name__)
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
 REDACTED = "***"
 
 ErrorMapper = Callable[[int, Any], BrokerError | None]

@@ -9,13 +9,12 @@ so the loader can reject the whole file and keep the previous master.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from .exceptions import InstrumentFileError
-
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
+from .exchange import IST
 
 INDEX = "index"
 FUTURE = "future"

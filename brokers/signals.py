@@ -11,6 +11,7 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from redis.exceptions import RedisError
 
+from .connections import sync_client
 from .models import BrokerAccount
 
 logger = logging.getLogger(__name__)
@@ -20,10 +21,8 @@ ACCOUNT_SAVED = "optionsite:account-saved"
 def announce(name: str) -> None:
     """Publish that account ``name`` changed. Redis down: the feed notices on its next
     reconnect instead, which is said in the log."""
-    from chains import store
-
     try:
-        store.sync_client().publish(ACCOUNT_SAVED, name)
+        sync_client().publish(ACCOUNT_SAVED, name)
     except RedisError as exc:
         logger.warning(
             "Could not announce that account %s changed (%s): its feed picks the change up "

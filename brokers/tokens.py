@@ -22,19 +22,16 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chains.outcomes import Outcome
-
+from .accounts import config_of, load_account
+from .adapters import DhanAdapter, account_status_for, adapter_for
 from .dhan.rest import DhanToken
 from .exceptions import BrokerError, FeedConfigError, TokenCheckFailed
-from .feed import records
-from .feed.adapters import DhanAdapter, account_status_for, adapter_for
-from .feed.plan import load_account
 from .models import AccountStatus, BrokerAccount
 from .secret import Secret
 
@@ -60,7 +57,13 @@ class Verdict:
     line: str
 
 
-def tokens_check(*, outcome: Outcome, account: str | None = None) -> None:
+class Report(Protocol):
+    """Where a service reports what it did, one line at a time (a task's recorded outcome)."""
+
+    def add(self, line: str) -> None: ...
+
+
+def tokens_check(*, outcome: Report, account: str | None = None) -> None:
     """Check ``account`` (default: every enabled account); one report line each in ``outcome``.
 
     Raises TokenCheckFailed, after every account was checked and recorded, naming the accounts
@@ -131,7 +134,7 @@ async def _probe(account: BrokerAccount, *, margin: timedelta, now: datetime) ->
 
     Raises BrokerError when the profile call fails.
     """
-    adapter = adapter_for(records.config_of(account))
+    adapter = adapter_for(config_of(account))
     try:
         validity = await adapter.check_token()
         earliest = min(

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import date, datetime
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
-EXPIRY_CUTOFF = time(15, 30)  # options expire at the close, 15:30 IST
+from brokers.exchange import expiry_moment
+
 SECONDS_PER_YEAR = 365.0 * 86400.0
 
 LONG_BUILDUP = "long_buildup"
@@ -24,11 +24,6 @@ BUILDUP_LABELS = {
     SHORT_COVERING: "Short covering",
     LONG_UNWINDING: "Long unwinding",
 }
-
-
-def expiry_moment(expiry: date) -> datetime:
-    """The instant an expiry ends: 15:30 IST on the day, as an aware UTC datetime."""
-    return datetime.combine(expiry, EXPIRY_CUTOFF, tzinfo=IST).astimezone(UTC)
 
 
 def years_to_expiry(expiry: date, now: datetime) -> float:

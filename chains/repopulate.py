@@ -9,11 +9,11 @@ What it does per enabled account with tracked chains:
    limits (Dhan: one option chain per 3 s) hold across the whole run. A permanent refusal of
    the account (expired token, no data plan) marks the account and stops its fetches.
 3. **Write, one writer per chain.** While a feed worker holds the account's lock it is the
-   chain's only writer: the REST chain is handed to it (``store.hand_over_rest_chain``) and
+   chain's only writer: the REST chain is handed to it (``ownership.hand_over_rest_chain``) and
    it merges it into its book. Otherwise the REST rows are merged here with the chain book's
    newer-wins rule — a book seeded from the Redis snapshot (every leg observed at the
    snapshot's ``as_of``), the REST rows applied as observed at the fetch start — and written
-   with an optimistic lock (``store.replace_snapshot``): a snapshot written by anyone after
+   with an optimistic lock (``ownership.replace_snapshot``): a snapshot written by anyone after
    our read is merged again, never overwritten, and a snapshot whose ``as_of`` is newer than
    the fetch start is kept as it is. Then the delta is published to the chain's group and the
    snapshot saved to the database (unless the stored one is newer).
@@ -37,11 +37,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from redis.exceptions import RedisError
 
+from brokers.accounts import config_of, load_account, mark_account
+from brokers.adapters import AccountConfig, RestChain, account_status_for, adapter_for
 from brokers.exceptions import BrokerError, FeedConfigError
-from brokers.feed import records
-from brokers.feed.adapters import AccountConfig, RestChain, account_status_for, adapter_for
-from brokers.feed.lock import lock_key
-from brokers.feed.plan import ChainPlan, load_account, plan_chains
 from brokers.models import BrokerAccount, TrackedChain
 
 from . import store
@@ -49,6 +47,8 @@ from .book import ChainBook, stored_snapshot
 from .exceptions import RepopulateFailed, SnapshotContention
 from .models import ChainSnapshot
 from .outcomes import Outcome
+from .ownership import hand_over_rest_chain, lock_key, replace_snapshot
+from .plan import ChainPlan, plan_chains
 from .selectors import LIVE_STATES
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def chains_repopulate(*, outcome: Outcome, account: str | None = None, force: bo
                 failures.append(f"{where}: {result}")
                 status = _refused(result)
                 if status is not None:
-                    records.mark_account(job.account.name, status, str(result))
+                    mark_account(job.account.name, status, str(result))
                 continue
             try:
                 outcome.add(f"{where}: {_store(job, plan, started, result, layer)}")
@@ -210,7 +210,7 @@ def _job(name: str, *, force: bool, outcome: Outcome) -> Job | None:
             outcome.add(f"{name} {plan.underlying} {plan.expiry.isoformat()}: fed live, skipped")
     if not todo:
         return None
-    return Job(account, records.config_of(account), todo)
+    return Job(account, config_of(account), todo)
 
 
 async def _fetch_all(jobs: Sequence[Job]) -> None:
@@ -259,9 +259,9 @@ def _store(job: Job, plan: ChainPlan, started: float, rest: RestChain, layer: An
         merged.append(result[1])
         return result[0]
 
-    write = store.replace_snapshot(plan.underlying, plan.expiry, merge, owner_key=lock_key(name))
+    write = replace_snapshot(plan.underlying, plan.expiry, merge, owner_key=lock_key(name))
     if write.owned:
-        store.hand_over_rest_chain(
+        hand_over_rest_chain(
             name,
             {"underlying": plan.underlying, "expiry": plan.expiry.isoformat(),
              "observed_at": started, "spot": rest.spot, "rows": rest.rows},

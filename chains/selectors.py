@@ -14,13 +14,13 @@ from typing import Any
 
 from django.utils import timezone
 
-from brokers.feed.plan import nearest_expiries
+from brokers.exchange import IST
 from brokers.models import AccountStatus, BrokerAccount, TrackedChain
 
 from . import store
-from .analytics import IST
 from .models import ChainSnapshot, TaskOutcome
 from .outcomes import PERIODIC_TASKS
+from .plan import nearest_expiries
 
 CLOSE = time(15, 30)
 LIVE_STATES = {"live", "quiet"}

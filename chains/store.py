@@ -8,23 +8,21 @@ Keys (prefix ``optionsite:``):
   refreshing it, so a missing key means the feed is down.
 - ``counter:channel_gaps`` — deltas consumers found missing (the channel layer drops at
   capacity); shown on the status page.
-- ``rest:<ACCOUNT>`` — REST chains the repopulate task fetched for a chain whose feed worker
-  is running: the worker merges them (one writer per chain). While no feed worker holds the
-  account, the task writes the snapshot itself with ``replace_snapshot`` (optimistic lock).
+- ``rest:<ACCOUNT>`` and ``feedlock:<ACCOUNT>`` — the one-writer rule's keys
+  (``chains.ownership``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import date
-from typing import Any, NamedTuple
+from typing import Any
 
-import redis
 import redis.asyncio as aioredis
-from django.conf import settings
 
-from .exceptions import SnapshotContention
+from brokers.connections import async_client, sync_client
+
+__all__ = ["async_client", "sync_client"]  # the Redis clients chain readers and writers use
 
 PREFIX = "optionsite:"
 FEED_STATUS_TTL = 15  # seconds: a feed worker refreshes its status every second
@@ -51,24 +49,8 @@ def group_name(underlying: str, expiry: date | str) -> str:
     return f"chain.{underlying}.{day}"
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-_sync_client: redis.Redis | None = None
-
-
-def sync_client() -> redis.Redis:
-    """A process-wide Redis client for synchronous readers (views, tasks, commands)."""
-    global _sync_client
-    if _sync_client is None:
-        _sync_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
-    return _sync_client
-
-
-def async_client() -> aioredis.Redis:
-    """A new asyncio Redis client (one per event loop; close it with ``aclose()``)."""
-    return aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
 
 
 # --- writers (feed worker) ----------------------------------------------------------------------
@@ -88,13 +70,13 @@ async def write_snapshot(client: aioredis.Redis, snapshot: dict[str, Any]) -> No
     underlying, expiry = snapshot["underlying"], snapshot["expiry"]
     meta = snapshot_meta(snapshot)
     async with client.pipeline(transaction=True) as pipe:
-        pipe.set(chain_key(underlying, expiry), _dumps(snapshot))
-        pipe.set(meta_key(underlying, expiry), _dumps(meta))
+        pipe.set(chain_key(underlying, expiry), dumps(snapshot))
+        pipe.set(meta_key(underlying, expiry), dumps(meta))
         await pipe.execute()
 
 
 async def write_feed_status(client: aioredis.Redis, account: str, status: dict[str, Any]) -> None:
-    await client.set(feed_key(account), _dumps(status), ex=FEED_STATUS_TTL)
+    await client.set(feed_key(account), dumps(status), ex=FEED_STATUS_TTL)
 
 
 async def clear_feed_status(client: aioredis.Redis, account: str) -> None:
@@ -141,81 +123,3 @@ def channel_gaps() -> int:
 
 async def count_channel_gap(client: aioredis.Redis) -> None:
     await client.incr(GAPS_KEY)
-
-
-# --- REST repopulation (Celery) -----------------------------------------------------------------
-
-REST_HANDOFF_TTL = 120  # seconds: REST chains a feed worker did not take by then are stale
-
-
-def rest_key(account: str) -> str:
-    return f"{PREFIX}rest:{account}"
-
-
-class SnapshotWrite(NamedTuple):
-    """What ``replace_snapshot`` did: ``written`` is the stored snapshot (None: nothing was
-    written); ``owned`` is True when the owner key existed, so the chain was left alone."""
-
-    written: dict[str, Any] | None
-    owned: bool
-
-
-def replace_snapshot(
-    underlying: str,
-    expiry: date | str,
-    merge: Callable[[dict[str, Any] | None], dict[str, Any] | None],
-    *,
-    owner_key: str,
-    attempts: int = 5,
-) -> SnapshotWrite:
-    """Replace a chain's snapshot with ``merge(current)`` unless someone else wrote meanwhile.
-
-    Optimistic locking (WATCH/MULTI): the chain key and ``owner_key`` (a feed worker's lock) are
-    watched while the current snapshot is read and merged; a write by anyone else in between
-    abandons the transaction and ``merge`` runs again on what is there now. Nothing is written
-    while ``owner_key`` exists (that writer owns the chain) or when ``merge`` returns None.
-    Raises SnapshotContention when ``attempts`` transactions in a row were overtaken.
-    """
-    key = chain_key(underlying, expiry)
-    with sync_client().pipeline(transaction=True) as pipe:
-        for _ in range(attempts):
-            try:
-                pipe.watch(key, owner_key)
-                if pipe.exists(owner_key):
-                    return SnapshotWrite(None, owned=True)
-                raw = pipe.get(key)
-                snapshot = merge(json.loads(raw) if raw else None)
-                if snapshot is None:
-                    return SnapshotWrite(None, owned=False)
-                pipe.multi()
-                pipe.set(key, _dumps(snapshot))
-                pipe.set(meta_key(underlying, expiry), _dumps(snapshot_meta(snapshot)))
-                pipe.execute()
-                return SnapshotWrite(snapshot, owned=False)
-            except redis.WatchError:  # another writer got in first: merge again on its data
-                continue
-            finally:
-                pipe.reset()
-    raise SnapshotContention(
-        f"The snapshot of {underlying} {expiry} changed {attempts} times while being merged: "
-        "another writer is active; the next run merges again."
-    )
-
-
-def hand_over_rest_chain(account: str, chain: dict[str, Any]) -> None:
-    """Queue a REST chain for the account's feed worker, the one writer of its chains."""
-    key = rest_key(account)
-    with sync_client().pipeline(transaction=True) as pipe:
-        pipe.rpush(key, _dumps(chain))
-        pipe.expire(key, REST_HANDOFF_TTL)
-        pipe.execute()
-
-
-async def take_rest_chains(client: aioredis.Redis, account: str) -> list[dict[str, Any]]:
-    """Every REST chain queued for ``account``, oldest first, removed from the queue."""
-    key = rest_key(account)
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.lrange(key, 0, -1)
-        pipe.delete(key)
-        raw, _ = await pipe.execute()
-    return [json.loads(item) for item in raw]

@@ -1,10 +1,24 @@
-"""Celery tasks of the chains app (thin: record the outcome, call one service)."""
+"""The Celery tasks (thin: record the outcome, call one service).
+
+Every periodic task lives here, the brokers' too: the outcome recorder is the chains app's
+(the status page shows it), and ``brokers/`` imports nothing from ``chains/``. Task names are
+stable (the beat schedule and queued messages name them).
+"""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from .outcomes import REPOPULATE, REPOPULATE_FORCED, record_outcome
+from brokers.loading import masters_refresh
+from brokers.tokens import tokens_check
+
+from .outcomes import (
+    CHECK_TOKENS,
+    REFRESH_INSTRUMENTS,
+    REPOPULATE,
+    REPOPULATE_FORCED,
+    record_outcome,
+)
 from .repopulate import chains_repopulate
 
 
@@ -15,4 +29,24 @@ def repopulate_chains(account: str | None = None, force: bool = False) -> str:
     raises RepopulateFailed (after recording it) when a chain could not be refreshed."""
     with record_outcome(REPOPULATE_FORCED if force else REPOPULATE) as outcome:
         chains_repopulate(outcome=outcome, account=account, force=force)
+    return outcome.detail
+
+
+@shared_task(name="brokers.check_tokens")
+def check_tokens(account: str | None = None) -> str:
+    """Validate every enabled account's token (or ``account``'s), renew DhanHQ tokens before
+    they expire, mark expired ones. Returns the report; raises TokenCheckFailed (after
+    recording it) when an account needs a person."""
+    with record_outcome(CHECK_TOKENS) as outcome:
+        tokens_check(outcome=outcome, account=account)
+    return outcome.detail
+
+
+@shared_task(name="brokers.refresh_instruments")
+def refresh_instruments(account: str | None = None) -> str:
+    """Download and load every enabled account's instrument master (or ``account``'s).
+    Returns the report; raises InstrumentRefreshFailed (after recording it) when one failed."""
+    with record_outcome(REFRESH_INSTRUMENTS) as outcome:
+        for report in masters_refresh(account=account):
+            outcome.add(report.summary_lines()[0])
     return outcome.detail

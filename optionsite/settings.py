@@ -116,6 +116,11 @@ INSTALLED_APPS = [
     "brokers",
     "chains",
 ]
+# The exchange simulator (runsim, simaccounts) is a development and test tool: production does
+# not install it (nor its aiohttp dependency) unless OPTIONSITE_SIMULATOR=1 asks for it.
+SIMULATOR_INSTALLED = env_bool("OPTIONSITE_SIMULATOR", DEBUG)
+if SIMULATOR_INSTALLED:
+    INSTALLED_APPS.append("brokers.simulator")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("DJANGO_DEBUG", "0")
+os.environ.setdefault("OPTIONSITE_SIMULATOR", "1")  # runsim and simaccounts
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-" + "x" * 40)
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")

@@ -7,8 +7,8 @@ from datetime import date
 
 from django.core.management import call_command
 
-from brokers.feed.plan import nearest_expiries
 from brokers.models import BrokerAccount, TrackedChain
+from chains.plan import nearest_expiries
 from tests.sim_process import RunningSimulator
 
 # The one chain each simulator account keeps tracking (simaccounts gives each its own).

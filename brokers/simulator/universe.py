@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
+from brokers.exchange import IST
+
 EXPIRY_TIME = time(15, 30)  # options expire at the close, 15:30 IST
 INDEX = "index"
 OPTION = "option"

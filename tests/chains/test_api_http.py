@@ -9,6 +9,7 @@ import pytest
 import redis
 from django.contrib.auth import get_user_model
 
+from brokers import connections
 from chains import store
 from tests.asgi_client import AsgiClient
 from tests.processes import free_port
@@ -104,7 +105,7 @@ def test_redis_down_answers_503_store_unavailable(trader, account, monkeypatch, 
     dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_timeout=1)
     client = AsgiClient.logged_in(trader)
     with monkeypatch.context() as patch, caplog.at_level(logging.ERROR, logger="chains.api_http"):
-        patch.setattr(store, "_sync_client", dead)  # the store's connection goes nowhere
+        patch.setattr(connections, "_sync_client", dead)  # the connection goes nowhere
         response = client.get(LIVE, {"underlying": "NIFTY"})
     assert response.status_code == 503
     body = response.json()

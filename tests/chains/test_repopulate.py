@@ -10,15 +10,15 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from brokers.feed.adapters import RestChain
-from brokers.feed.lock import lock_key
-from brokers.feed.plan import ChainPlan, InstrumentRef, LegPlan
+from brokers.adapters import InstrumentRef, RestChain
 from brokers.models import AccountStatus, BrokerAccount, TrackedChain
-from chains import store
+from chains import ownership, store
 from chains.book import stored_snapshot
 from chains.exceptions import RepopulateFailed, SnapshotContention
 from chains.models import ChainSnapshot
 from chains.outcomes import Outcome
+from chains.ownership import lock_key
+from chains.plan import ChainPlan, LegPlan
 from chains.repopulate import chains_repopulate, merge_rest_chain
 from tests.sim_wiring import tracked_chain, wire
 
@@ -124,7 +124,7 @@ def redis_db():
 
 def test_replace_snapshot_writes_the_chain_and_its_meta_record(redis_db):
     snapshot = stored_at(T0)
-    write = store.replace_snapshot("NIFTY", EXPIRY, lambda current: snapshot, owner_key="k")
+    write = ownership.replace_snapshot("NIFTY", EXPIRY, lambda current: snapshot, owner_key="k")
     assert write.written == snapshot and not write.owned
     assert store.read_snapshot("NIFTY", EXPIRY) == snapshot
     assert store.read_meta("NIFTY", EXPIRY)["seq"] == snapshot["seq"]
@@ -142,7 +142,7 @@ def test_replace_snapshot_merges_again_on_what_another_writer_wrote_meanwhile(re
         result = merge(current, rest(bump=1.0), T0 + timedelta(minutes=1))
         return None if result is None else result[0]
 
-    write = store.replace_snapshot("NIFTY", EXPIRY, racing_merge, owner_key="k")
+    write = ownership.replace_snapshot("NIFTY", EXPIRY, racing_merge, owner_key="k")
     assert [s and s["seq"] for s in seen] == [None, newer["seq"]]
     assert write.written is None  # the second merge found the newer snapshot and kept it
     assert store.read_snapshot("NIFTY", EXPIRY) == newer
@@ -156,7 +156,7 @@ async def _write_with_new_client(make_client, snapshot: dict) -> None:
 
 def test_replace_snapshot_leaves_a_chain_whose_feed_worker_holds_the_lock(redis_db):
     redis_db.set(lock_key("main"), "worker-token")
-    write = store.replace_snapshot(
+    write = ownership.replace_snapshot(
         "NIFTY", EXPIRY, lambda current: stored_at(T0), owner_key=lock_key("main")
     )
     assert write.owned and write.written is None
@@ -169,20 +169,20 @@ def test_replace_snapshot_gives_up_when_always_overtaken(redis_db):
         return stored_at(T0)
 
     with pytest.raises(SnapshotContention, match="changed 3 times"):
-        store.replace_snapshot("NIFTY", EXPIRY, always_overtaken, owner_key="k", attempts=3)
+        ownership.replace_snapshot("NIFTY", EXPIRY, always_overtaken, owner_key="k", attempts=3)
 
 
 @pytest.mark.asyncio
 async def test_rest_chains_handed_over_are_taken_once_in_order(redis_db):
-    store.hand_over_rest_chain("main", {"n": 1})
-    store.hand_over_rest_chain("main", {"n": 2})
+    ownership.hand_over_rest_chain("main", {"n": 1})
+    ownership.hand_over_rest_chain("main", {"n": 2})
     client = store.async_client()
     try:
-        assert await store.take_rest_chains(client, "main") == [{"n": 1}, {"n": 2}]
-        assert await store.take_rest_chains(client, "main") == []
+        assert await ownership.take_rest_chains(client, "main") == [{"n": 1}, {"n": 2}]
+        assert await ownership.take_rest_chains(client, "main") == []
     finally:
         await client.aclose()
-    assert not redis_db.exists(store.rest_key("main"))
+    assert not redis_db.exists(ownership.rest_key("main"))
 
 
 # --- the service against the simulator -----------------------------------------------------------
@@ -270,7 +270,7 @@ def test_forced_run_hands_the_chain_to_the_feed_worker_that_holds_the_account(wi
     outcome = run(account="sim-upstox", force=True)
     assert "handed to the running feed worker" in outcome.detail
     assert store.read_snapshot(underlying, expiry) is None  # the one writer writes, not the task
-    handed = store.sync_client().lrange(store.rest_key("sim-upstox"), 0, -1)
+    handed = store.sync_client().lrange(ownership.rest_key("sim-upstox"), 0, -1)
     assert len(handed) == 1 and underlying.encode() in handed[0]
     assert not ChainSnapshot.objects.exists()
 

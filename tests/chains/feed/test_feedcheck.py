@@ -11,9 +11,9 @@ import httpx
 import pytest
 from django.core.management import CommandError, call_command
 
-from brokers.feed.check import STAGES
 from brokers.models import BrokerAccount
 from chains import store
+from chains.feed.check import STAGES
 from tests.processes import Process, eventually, runfeed
 from tests.sim_wiring import wire
 

@@ -7,9 +7,9 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from brokers.accounts import enabled_account_names
 from brokers.exceptions import FeedConfigError
-from brokers.feed.check import STAGES, FeedCheck, StageResult
-from brokers.feed.plan import enabled_account_names
+from chains.feed.check import STAGES, FeedCheck, StageResult
 
 
 class Command(BaseCommand):

@@ -12,11 +12,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from brokers.accounts import account_config, enabled_account_names
 from brokers.exceptions import FeedConfigError
-from brokers.feed import records
-from brokers.feed.plan import enabled_account_names
-from brokers.feed.worker import FeedSettings, FeedWorker
 from chains import store
+from chains.feed.worker import FeedSettings, FeedWorker
+from chains.plan import chain_plans
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ class Command(BaseCommand):
         try:
             names = options["accounts"] or enabled_account_names()
             for name in names:
-                records.account_config(name)  # fail fast, before any socket is opened
-                records.chain_plans(name)
+                account_config(name)  # fail fast, before any socket is opened
+                chain_plans(name)
         except FeedConfigError as exc:
             raise CommandError(str(exc)) from None
         layer = get_channel_layer()

@@ -29,14 +29,14 @@ from channels.layers import InMemoryChannelLayer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from brokers.accounts import ADMIN, config_of, load_account
+from brokers.adapters import AccountConfig, DhanAdapter, FeedAdapter, InstrumentRef, adapter_for
+from brokers.exceptions import BrokerError, CodecError, FeedConfigError
 from brokers.ticks import Disconnect, Tick
-from chains import store
-from chains.selectors import LIVE_STATES
 
-from ..exceptions import BrokerError, CodecError, FeedConfigError
-from . import records
-from .adapters import AccountConfig, DhanAdapter, FeedAdapter, adapter_for
-from .plan import ChainPlan, InstrumentRef, load_account, plan_chains
+from .. import store
+from ..plan import ChainPlan, plan_chains
+from ..selectors import LIVE_STATES
 
 CREDENTIALS = "credentials present"
 TOKEN = "token accepted"  # noqa: S105 - a stage name, not a secret
@@ -50,7 +50,6 @@ CONSUMER = "consumer receives"
 STAGES = (CREDENTIALS, TOKEN, CONNECTED, SUBSCRIBED, FRAMES, DECODED, APPLIED, PUBLISHED, CONSUMER)
 SAMPLE_STRIKES = 3  # strikes each side of the middle the check subscribes
 STATUS_WAIT = 1.6  # seconds between two reads of the worker's status (it refreshes every 1 s)
-ADMIN = "admin → Broker accounts"
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ class FeedCheck:
             plans = exc
         what = "client id, API secret" if account.kind == "upstox" else "client id"
         self._pass(CREDENTIALS, f"{account.name} ({account.kind}): {what}, access token stored")
-        return records.config_of(account), plans
+        return config_of(account), plans
 
     async def _walk(self, config: AccountConfig, plans: list[ChainPlan] | FeedConfigError) -> None:
         adapter = adapter_for(config)

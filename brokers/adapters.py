@@ -12,17 +12,16 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, ClassVar
 
-from ..dhan import codec as dhan_codec
-from ..dhan import messages as dhan_messages
-from ..dhan.codec import DISCONNECT_REASONS
-from ..dhan.rest import DhanRestClient
-from ..exceptions import BrokerError, UnknownBrokerKind
-from ..ratelimit import DhanLimiters, RateLimiter, dhan_limiters, upstox_limiter
-from ..secret import Secret
-from ..upstox import codec as upstox_codec
-from ..upstox import messages as upstox_messages
-from ..upstox.rest import UpstoxRestClient
-from .plan import InstrumentRef
+from .dhan import codec as dhan_codec
+from .dhan import messages as dhan_messages
+from .dhan.codec import DISCONNECT_REASONS
+from .dhan.rest import DhanRestClient
+from .exceptions import BrokerError, UnknownBrokerKind
+from .ratelimit import DhanLimiters, RateLimiter, dhan_limiters, upstox_limiter
+from .secret import Secret
+from .upstox import codec as upstox_codec
+from .upstox import messages as upstox_messages
+from .upstox.rest import UpstoxRestClient
 
 # Dhan disconnect reasons that no retry can fix, and the account status each one means.
 DHAN_PERMANENT_REASONS = {
@@ -51,6 +50,14 @@ def account_status_for(exc: BrokerError) -> str | None:
     if code in _AUTH_FAILED:
         return "auth_failed"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentRef:
+    """An instrument as a feed subscribes to it and a REST call names it."""
+
+    segment: str
+    broker_id: str
 
 
 @dataclass(frozen=True)

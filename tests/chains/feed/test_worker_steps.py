@@ -15,9 +15,9 @@ from django.core.management import CommandError, call_command
 
 from brokers.dhan import encode
 from brokers.exceptions import FeedConfigError
-from brokers.feed.worker import FeedWorker, PermanentFeedError
 from brokers.models import AccountStatus, BrokerAccount, Instrument, TrackedChain
 from chains import store
+from chains.feed.worker import FeedWorker, PermanentFeedError
 from chains.models import ChainSnapshot
 from tests.brokers.factories import (
     DHAN_COMPACT_HEADER,

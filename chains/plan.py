@@ -1,4 +1,4 @@
-"""What a feed worker follows: its account's tracked chains resolved from the instrument master.
+"""What a chain writer follows: its account's tracked chains resolved from the instrument master.
 
 Synchronous Django code (the worker calls it through ``sync_to_async``). Every problem a person
 must fix raises ``FeedConfigError`` with a message that says what to do.
@@ -11,21 +11,22 @@ from datetime import date, datetime
 
 from django.utils import timezone
 
-from chains.analytics import IST, expiry_moment
-from chains.book import ChainBook, LegSpec
+from brokers.accounts import load_account
+from brokers.adapters import InstrumentRef
+from brokers.exceptions import FeedConfigError
+from brokers.exchange import IST, expiry_moment
+from brokers.models import BrokerAccount, Instrument, InstrumentKind, TrackedChain
 
-from ..exceptions import FeedConfigError
-from ..models import BrokerAccount, Instrument, InstrumentKind, TrackedChain
+from .book import ChainBook, LegSpec
 
-ADMIN = "admin → Broker accounts"
-
-
-@dataclass(frozen=True, slots=True)
-class InstrumentRef:
-    """An instrument as the feed subscribes to it."""
-
-    segment: str
-    broker_id: str
+__all__ = [
+    "ChainPlan",
+    "InstrumentRef",
+    "LegPlan",
+    "chain_plans",
+    "nearest_expiries",
+    "plan_chains",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,43 +72,6 @@ class ChainPlan:
         keep = set(strikes[max(0, atm - self.window) : atm + self.window + 1])
         legs = [leg for leg in self.legs if leg.strike in keep]
         return ChainPlan(self.underlying, self.expiry, self.index, self.lot_size, self.window, legs)
-
-
-def load_account(name: str) -> BrokerAccount:
-    """The enabled account ``name`` with its credentials present; FeedConfigError otherwise."""
-    try:
-        account = BrokerAccount.objects.get(name=name)
-    except BrokerAccount.DoesNotExist:
-        known = ", ".join(BrokerAccount.objects.values_list("name", flat=True)) or "none"
-        raise FeedConfigError(
-            f"No broker account named {name!r} (accounts: {known}). Add it in {ADMIN}."
-        ) from None
-    if not account.enabled:
-        raise FeedConfigError(f"Broker account {name!r} is disabled: enable it in {ADMIN}.")
-    missing = account.missing_static_credentials()
-    if missing:
-        raise FeedConfigError(
-            f"Broker account {name!r} has no {' and no '.join(missing)}: enter "
-            f"{' and '.join(missing)} in {ADMIN} → {name}."
-        )
-    if not account.has_token:
-        how = (
-            f"log in from {ADMIN} → {name} → Log in to Upstox"
-            if account.kind == "upstox"
-            else f"paste the DhanHQ access token in {ADMIN} → {name}"
-        )
-        raise FeedConfigError(f"Broker account {name!r} has no access token: {how}.")
-    return account
-
-
-def enabled_account_names() -> list[str]:
-    names = list(BrokerAccount.objects.filter(enabled=True).values_list("name", flat=True))
-    if not names:
-        raise FeedConfigError(
-            f"No enabled broker account. Add one in {ADMIN}, or run `python manage.py "
-            "syncaccounts --from-env` (or `simaccounts` for the simulator)."
-        )
-    return names
 
 
 def nearest_expiries(
@@ -168,3 +132,8 @@ def plan_chains(account: BrokerAccount, *, now: datetime | None = None) -> list[
             plan.lot_size = plan.lot_size or lot_size
         plans.extend(by_expiry.values())
     return plans
+
+
+def chain_plans(name: str) -> list[ChainPlan]:
+    """The plans of account ``name`` (FeedConfigError when it cannot feed or tracks nothing)."""
+    return plan_chains(load_account(name))

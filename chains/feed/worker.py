@@ -30,16 +30,24 @@ from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from brokers.accounts import account_config, mark_account
+from brokers.adapters import (
+    AccountConfig,
+    DhanAdapter,
+    FeedAdapter,
+    InstrumentRef,
+    account_status_for,
+    adapter_for,
+)
+from brokers.exceptions import BrokerError, CodecError, FeedConfigError
+from brokers.signals import ACCOUNT_SAVED
 from brokers.ticks import Disconnect, MarketStatus, Tick
-from chains import store
-from chains.book import ChainBook, FeedBook, stored_snapshot
 
-from ..exceptions import BrokerError, CodecError, FeedConfigError
-from ..signals import ACCOUNT_SAVED
-from . import records
-from .adapters import AccountConfig, DhanAdapter, FeedAdapter, account_status_for, adapter_for
-from .lock import FeedLock
-from .plan import ChainPlan, InstrumentRef
+from .. import store
+from ..book import ChainBook, FeedBook, stored_snapshot
+from ..ownership import FeedLock, take_rest_chains
+from ..persisted import save_snapshots
+from ..plan import ChainPlan, chain_plans
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +138,8 @@ class FeedWorker:
 
     async def verify(self) -> None:
         """Read and check the account and its chains; FeedConfigError when a person must act."""
-        self.config = await sync_to_async(records.account_config)(self.account)
-        self.plans = await sync_to_async(records.chain_plans)(self.account)
+        self.config = await sync_to_async(account_config)(self.account)
+        self.plans = await sync_to_async(chain_plans)(self.account)
 
     async def prepare(self) -> None:
         """Centre strike windows on the spot (REST), build the books, prime from REST."""
@@ -266,7 +274,7 @@ class FeedWorker:
         assert self.book is not None
         snapshots = [self._snapshot(c) for c in self.book.chains.values() if c.seq > 0]
         if snapshots:
-            await sync_to_async(records.save_snapshots)(self.account, snapshots)
+            await sync_to_async(save_snapshots)(self.account, snapshots)
         self._last_persist = time.monotonic()
 
     async def apply_rest_chains(self) -> int:
@@ -276,7 +284,7 @@ class FeedWorker:
         if self.book is None:
             return 0  # not prepared yet: leave the queue for after prepare()
         try:
-            handed = await store.take_rest_chains(self.redis, self.account)
+            handed = await take_rest_chains(self.redis, self.account)
         except RedisError as exc:
             logger.error("Reading REST chains handed to %s failed: %s", self.account, exc)
             return 0
@@ -546,11 +554,11 @@ class FeedWorker:
     async def _mark_account(self, status: str, message: str) -> None:
         self.state, self.error = "token_wait", message
         logger.error("Feed of %s stopped: %s", self.account, message)
-        await sync_to_async(records.mark_account)(self.account, status, message)
+        await sync_to_async(mark_account)(self.account, status, message)
 
     async def _refresh_account(self) -> None:
         """Re-read the account (tokens roll over daily); rebuild the adapter when it changed."""
-        config = await sync_to_async(records.account_config)(self.account)
+        config = await sync_to_async(account_config)(self.account)
         if config != self.config:
             if self.adapter is not None:
                 await self.adapter.aclose()
@@ -577,7 +585,7 @@ class FeedWorker:
             if await _wait_any(stop, self._account_changed, self.settings.token_poll_interval):
                 return
             try:
-                config = await sync_to_async(records.account_config)(self.account)
+                config = await sync_to_async(account_config)(self.account)
             except FeedConfigError as exc:
                 self.error = str(exc)
                 continue
@@ -606,7 +614,7 @@ class FeedWorker:
 
     async def _on_account_saved(self) -> None:
         try:
-            config = await sync_to_async(records.account_config)(self.account)
+            config = await sync_to_async(account_config)(self.account)
         except FeedConfigError:
             self._account_changed.set()  # the waiting loop re-reads and reports it
             return

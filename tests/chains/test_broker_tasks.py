@@ -13,8 +13,8 @@ from django.utils import timezone
 from brokers.models import AccountStatus, BrokerAccount, Instrument
 from brokers.secret import Secret
 from brokers.simulator.app import SimConfig
-from brokers.tasks import check_tokens, refresh_instruments
 from chains.outcomes import CHECK_TOKENS, REFRESH_INSTRUMENTS
+from chains.tasks import check_tokens, refresh_instruments
 from tests.celery_process import run_task, wait_for_log
 from tests.sim_wiring import wire
 

@@ -1,0 +1,206 @@
+"""The one-writer rule: each chain has exactly one writer at a time, even through a Redis outage.
+
+A chain's writers are its account's feed worker (ticks) and the REST repopulate task (REST
+option chains). The rule they follow:
+
+1. **The feed worker that holds the account's lock is the one writer** of the account's chains.
+   The lock is a Redis key with a TTL (``FeedLock``), renewed every second. A standby polls
+   for it and takes over when the holder's key expires.
+2. **A holder that cannot renew stops writing before its lock could expire.** ``FeedLock``
+   keeps the deadline up to which the last successful acquire or renewal makes it the holder
+   (measured from *before* the command was sent, less a safety margin); ``held()`` is False
+   past it. The worker checks ``held()`` before every write, so a process that lost Redis, or
+   was frozen (SIGSTOP, a long GC, a swapped-out VM) and woke past its deadline, writes
+   nothing more and stands down: a standby may own the chain by then.
+3. **While the lock exists, REST chains are handed over**, never written by the task:
+   ``hand_over_rest_chain`` queues them and the holder merges them into its book (newer
+   exchange time wins per leg) — ``take_rest_chains``.
+4. **Without a holder, the repopulate task writes** with an optimistic lock
+   (``replace_snapshot``): the chain key and the lock key are watched while the current
+   snapshot is read and merged; a write by anyone else in between (a worker that just took
+   the lock included) abandons the transaction, and nothing is written while the lock exists.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any, NamedTuple
+
+import redis
+import redis.asyncio as aioredis
+
+from brokers.connections import sync_client
+
+from .exceptions import SnapshotContention
+from .store import PREFIX, chain_key, dumps, meta_key, snapshot_meta
+
+# --- 1 and 2: the feed lock -----------------------------------------------------------------------
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+Clock = Callable[[], float]
+
+
+def lock_key(account: str) -> str:
+    """The Redis key of the account's feed lock (it exists while a feed worker holds it)."""
+    return f"{PREFIX}feedlock:{account}"
+
+
+class FeedLock:
+    """``acquire()`` / ``renew()`` / ``release()`` of ``optionsite:feedlock:<account>``, and
+    ``held()``: whether this process may still write (rule 2 above).
+
+    ``margin`` is the part of the TTL this holder gives up, so that it stops writing before a
+    standby could possibly have taken the lock (clock drift between processes on the same
+    machine is nil; between machines Redis' own expiry is the reference, and the margin covers
+    the time a command takes to reach Redis).
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        account: str,
+        *,
+        ttl: float = 10.0,
+        margin: float = 2.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if not 0 <= margin < ttl:
+            raise ValueError(f"lock margin {margin} must be below its ttl {ttl}")
+        self.client = client
+        self.key = lock_key(account)
+        self.ttl = ttl
+        self.ttl_ms = int(ttl * 1000)
+        self.margin = margin
+        self.clock = clock
+        self.token = secrets.token_hex(16)
+        self._valid_until = 0.0
+
+    def held(self) -> bool:
+        """True while the last successful acquire/renew still covers this moment."""
+        return self.clock() < self._valid_until
+
+    def seconds_left(self) -> float:
+        """How long this holder may still write without another renewal (≤ 0: not at all)."""
+        return self._valid_until - self.clock()
+
+    async def acquire(self) -> bool:
+        """True when this worker now holds the lock. Raises RedisError when Redis fails."""
+        sent = self.clock()
+        ok = bool(await self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+        if ok:
+            self._valid_until = sent + self.ttl - self.margin
+        return ok
+
+    async def renew(self) -> bool:
+        """Extend the TTL; False when the lock was lost (expired or taken by another worker).
+        Raises RedisError when Redis fails (``held()`` then runs out by itself)."""
+        sent = self.clock()
+        ok = bool(await self.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms))
+        self._valid_until = sent + self.ttl - self.margin if ok else 0.0
+        return ok
+
+    async def release(self) -> None:
+        """Give the lock up (only if still ours). Raises RedisError when Redis fails."""
+        self._valid_until = 0.0
+        await self.client.eval(_RELEASE, 1, self.key, self.token)
+
+    async def holder(self) -> str | None:
+        value = await self.client.get(self.key)
+        return value.decode() if value else None
+
+
+# --- 3: REST chains handed to the holder --------------------------------------------------------
+
+REST_HANDOFF_TTL = 120  # seconds: REST chains a feed worker did not take by then are stale
+
+
+def rest_key(account: str) -> str:
+    return f"{PREFIX}rest:{account}"
+
+
+def hand_over_rest_chain(account: str, chain: dict[str, Any]) -> None:
+    """Queue a REST chain for the account's feed worker, the one writer of its chains."""
+    key = rest_key(account)
+    with sync_client().pipeline(transaction=True) as pipe:
+        pipe.rpush(key, dumps(chain))
+        pipe.expire(key, REST_HANDOFF_TTL)
+        pipe.execute()
+
+
+async def take_rest_chains(client: aioredis.Redis, account: str) -> list[dict[str, Any]]:
+    """Every REST chain queued for ``account``, oldest first, removed from the queue."""
+    key = rest_key(account)
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.lrange(key, 0, -1)
+        pipe.delete(key)
+        raw, _ = await pipe.execute()
+    return [json.loads(item) for item in raw]
+
+
+# --- 4: the repopulate task writes while nobody holds the lock --------------------------------
+
+
+class SnapshotWrite(NamedTuple):
+    """What ``replace_snapshot`` did: ``written`` is the stored snapshot (None: nothing was
+    written); ``owned`` is True when the owner key existed, so the chain was left alone."""
+
+    written: dict[str, Any] | None
+    owned: bool
+
+
+def replace_snapshot(
+    underlying: str,
+    expiry: date | str,
+    merge: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+    *,
+    owner_key: str,
+    attempts: int = 5,
+) -> SnapshotWrite:
+    """Replace a chain's snapshot with ``merge(current)`` unless someone else wrote meanwhile.
+
+    Optimistic locking (WATCH/MULTI): the chain key and ``owner_key`` (a feed worker's lock) are
+    watched while the current snapshot is read and merged; a write by anyone else in between
+    abandons the transaction and ``merge`` runs again on what is there now. Nothing is written
+    while ``owner_key`` exists (that writer owns the chain) or when ``merge`` returns None.
+    Raises SnapshotContention when ``attempts`` transactions in a row were overtaken.
+    """
+    key = chain_key(underlying, expiry)
+    with sync_client().pipeline(transaction=True) as pipe:
+        for _ in range(attempts):
+            try:
+                pipe.watch(key, owner_key)
+                if pipe.exists(owner_key):
+                    return SnapshotWrite(None, owned=True)
+                raw = pipe.get(key)
+                snapshot = merge(json.loads(raw) if raw else None)
+                if snapshot is None:
+                    return SnapshotWrite(None, owned=False)
+                pipe.multi()
+                pipe.set(key, dumps(snapshot))
+                pipe.set(meta_key(underlying, expiry), dumps(snapshot_meta(snapshot)))
+                pipe.execute()
+                return SnapshotWrite(snapshot, owned=False)
+            except redis.WatchError:  # another writer got in first: merge again on its data
+                continue
+            finally:
+                pipe.reset()
+    raise SnapshotContention(
+        f"The snapshot of {underlying} {expiry} changed {attempts} times while being merged: "
+        "another writer is active; the next run merges again."
+    )
