@@ -1,4 +1,4 @@
-"""Admin for broker accounts, instruments and tracked chains.
+"""Admin for broker accounts, instruments, tracked chains and exchange holidays.
 
 Secrets are write-only: the form has empty password inputs (blank = unchanged) and a "clear"
 box; a saved secret is never rendered back, not even partly.
@@ -22,7 +22,7 @@ from . import upstox_login
 from .exceptions import InstrumentFileError, InstrumentLoadError, LoginError
 from .loading import instruments_load, open_master
 from .masters import KeepFilter
-from .models import BrokerAccount, Instrument, TrackedChain
+from .models import BrokerAccount, ExchangeHoliday, Instrument, TrackedChain
 from .registry import REGISTRY
 from .secret import Secret
 
@@ -312,3 +312,37 @@ class TrackedChainAdmin(admin.ModelAdmin):
     list_filter = ["account", "enabled"]
     search_fields = ["underlying"]
     autocomplete_fields = ["index_instrument"]
+
+
+class HolidayYearFilter(admin.SimpleListFilter):
+    title = "year"
+    parameter_name = "year"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        years = ExchangeHoliday.objects.dates("date", "year", order="DESC")
+        return [(str(d.year), str(d.year)) for d in years]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value is None:
+            return queryset
+        if not value.isdigit():
+            return queryset.none()  # a hand-made URL: no year matches
+        return queryset.filter(date__year=int(value))
+
+
+@admin.register(ExchangeHoliday)
+class ExchangeHolidayAdmin(admin.ModelAdmin):
+    list_display = ["date", "weekday", "exchange", "name", "confirmed", "source"]
+    list_filter = ["exchange", HolidayYearFilter]
+    search_fields = ["name", "source"]
+    date_hierarchy = "date"
+    ordering = ["-date", "exchange"]
+
+    @admin.display(description="Day")
+    def weekday(self, obj: ExchangeHoliday) -> str:
+        return obj.date.strftime("%A")
+
+    @admin.display(description="Confirmed", boolean=True)
+    def confirmed(self, obj: ExchangeHoliday) -> bool:
+        return obj.confirmed

@@ -1,4 +1,4 @@
-"""Broker accounts, instruments and tracked chains."""
+"""Broker accounts, instruments, tracked chains and exchange trading holidays."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from .exchange import Exchange
 from .fields import EncryptedSecretField
 from .registry import REGISTRY, get_spec
 from .secret import Secret
@@ -230,3 +231,40 @@ class TrackedChain(models.Model):
             )
         if errors:
             raise ValidationError(errors)
+
+
+class ExchangeHoliday(models.Model):
+    """A weekday on which an exchange does not trade (its trading-holiday circular).
+
+    ``brokers.calendar`` reads these rows for the pure calendar in ``brokers.exchange``:
+    weekends need no row. A row without ``source`` is provisional (not yet in a circular).
+    """
+
+    exchange = models.CharField(
+        max_length=8,
+        choices=[(e.value, e.value) for e in Exchange],
+        help_text="NSE and BSE publish their own lists; today they close on the same days.",
+    )
+    date = models.DateField()
+    name = models.CharField(max_length=128, help_text="As the circular names it, e.g. 'Holi'.")
+    source = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The exchange circular that declares this holiday, e.g. 'NSE/FAOP/71777'. "
+        "Blank: provisional — confirm it against the exchange's circular for the year (NSE and "
+        "BSE publish next year's list in December) and fill this in.",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["exchange", "date"], name="exchange_holiday_unique"),
+        ]
+        ordering = ["date", "exchange"]
+
+    def __str__(self) -> str:
+        return f"{self.exchange} {self.date.isoformat()} {self.name}"
+
+    @property
+    def confirmed(self) -> bool:
+        """True when a circular is recorded for this holiday."""
+        return bool(self.source)

@@ -8,6 +8,12 @@ batched. With ``ticks_per_second=0`` the market moves only on ``POST /sim/step``
 /sim/rate`` changes the rate while running. ``POST /sim/tape`` has the market's events
 generated ahead of time and replayed (``market.Tape``), for load tests beyond what the model
 generates live on one core.
+
+The market status follows the product's exchange calendar (``market.Session``) on the market
+clock: open around the clock by default, the exchange's hours with ``exchange_hours``, closed
+all day when ``holiday`` names the simulator's today a trading holiday. A change is announced
+on both feeds (an Upstox market_info frame, a Dhan market-status packet); a ``market`` fault
+overrides the status until the session's next change.
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ from typing import Any
 
 from aiohttp import web
 
+from brokers.exchange import IST
+
 from .auth import UPSTOX_USER_ID, Auth
 from .dhan_feed import DhanFeed
 from .dhan_rest import DhanRest, dhan_error
 from .faults import Faults, notify
 from .faults import routes as control_routes
 from .limits import ServerLimits
-from .market import Market, Tape
+from .market import Market, Session, Tape
 from .universe import INDEX, Universe
 from .upstox_feed import UpstoxFeed
 from .upstox_rest import FEED_PATH, UpstoxRest, upstox_error
@@ -54,6 +62,8 @@ class SimConfig:
     interval: float = 0.05  # scheduler / flush period, seconds
     ping_interval: float = 10.0
     start: datetime | None = None  # the market clock's start; None = now
+    exchange_hours: bool = False  # trade 09:15–15:30 IST on weekdays only; False: all the time
+    holiday: str = ""  # the name of a trading holiday on the start day (IST); "": none
     dhan_client_id: str = "1100000001"
     dhan_token: str = "SIM-DHAN-TOKEN-demo"  # noqa: S105 - a public demo value
     upstox_api_key: str = "sim-upstox-key"
@@ -98,6 +108,11 @@ class Simulator:
             step_seconds=1.0 / rate if rate > 0 else MANUAL_STEP_SECONDS,
         )
         self.tape: Tape | None = None
+        today = datetime.fromtimestamp(start, IST).date()
+        self.session = Session(
+            exchange_hours=config.exchange_hours,
+            holidays={today: config.holiday} if config.holiday else {},
+        )
         self.auth = Auth(
             dhan_client_id=config.dhan_client_id,
             dhan_token=config.dhan_token,
@@ -108,6 +123,8 @@ class Simulator:
         )
         self.limits = ServerLimits()
         self.faults = Faults()
+        self.faults.market_status = self._session_status = self.session.upstox_status(start)
+        self.beats = 0
         self._cache: dict[str, bytes] = {}
         self._anchor: float | None = None
         self._done = 0
@@ -169,8 +186,26 @@ class Simulator:
         self.tape = Tape(self.market, steps) if steps > 0 else None
         self._anchor = None
 
+    def market_clock(self) -> float:
+        """The market's time now (epoch seconds): the wall clock shifted to the start."""
+        return time.time() - self.clock_offset
+
+    def follow_session(self, at: float) -> None:
+        """Set and announce the market status the session gives at market time ``at``, when
+        the session changed since the last call (a ``market`` fault holds until then)."""
+        status = self.session.upstox_status(at)
+        if status == self._session_status:
+            return
+        self._session_status = self.faults.market_status = status
+        logger.info("Simulated market: %s", self.session.state(at))
+        self.upstox_feed.broadcast_market_info()
+        self.dhan_feed.market_status()
+
     def tick_once(self, now: float) -> None:
-        """One scheduler beat at loop time ``now``: run the steps that are due."""
+        """One scheduler beat at loop time ``now``: follow the session, run the steps that
+        are due."""
+        self.beats += 1
+        self.follow_session(self.market_clock())
         rate = self.rate
         if rate <= 0:  # the market moves only on POST /sim/step
             return
@@ -181,7 +216,7 @@ class Simulator:
             return
         if self._anchor is None:  # (re)start: no catching up on the time the market was shut
             self._anchor, self._done = now, 0
-            self.market.advance_to(time.time() - self.clock_offset)
+            self.market.advance_to(self.market_clock())
             return
         due = int((now - self._anchor) * rate) - self._done
         limit = max(1, int(rate * MAX_BACKLOG_SECONDS))
@@ -263,8 +298,10 @@ class Simulator:
             "measured_ticks_per_second": round(self.measured_rate(), 1),
             "steps": market.steps,
             "skipped_steps": self.skipped_steps,
+            "beats": self.beats,
             "market": {
                 "status": self.faults.market_status,
+                "session": self.session.describe(self.market_clock()),
                 "time": datetime.fromtimestamp(market.now(), UTC).isoformat(),
                 "spots": {s.symbol: round(market.spot(s.symbol), 2) for s in self.universe.specs},
                 "expiries": {

@@ -15,6 +15,10 @@ Model:
   option event is a trade at the bid or the ask, volume grows by whole lots, OI drifts by lots;
 * instruments near the money and of near expiries tick more often (static weights);
 * previous close / OI / volume are set at start so that the day's change is plausible.
+
+``Session`` says when the simulated exchange trades, with the product's own calendar
+(``brokers.exchange``): around the clock (the demo and tests run at any hour) or in the
+exchange's hours, closed on the simulated holidays either way.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from itertools import accumulate
 from typing import NamedTuple
 
+from brokers.exchange import HOLIDAY_PREFIX, IST, OPEN, MarketState, Phase, market_state
 from chains import black76
 
 from .universe import INDEX, Instrument, Universe
@@ -35,6 +42,49 @@ TRADING_SECONDS_PER_YEAR = 252 * 22500.0  # 6 h 15 min sessions
 MIN_YEARS = 120.0 / YEAR_SECONDS  # price an expiring option with at least two minutes left
 CARRY = 0.06  # futures premium over spot (rate minus dividend yield), per year
 INDEX_WEIGHT = 0.5  # relative tick frequency of an index (a near-ATM leg weighs ~1)
+
+
+# The Upstox feed's MarketStatus name of each phase (Dhan's status packet carries none).
+UPSTOX_STATUS = {
+    Phase.OPEN: "NORMAL_OPEN",
+    Phase.PRE_OPEN: "PRE_OPEN_START",
+    Phase.CLOSED: "NORMAL_CLOSE",
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    """When the simulated exchange trades.
+
+    ``exchange_hours`` False: open around the clock except on ``holidays``; True: the
+    exchange's calendar (09:15–15:30 IST on weekdays that are not ``holidays``, pre-open
+    from 09:00). ``holidays`` maps a day (IST) to its name.
+    """
+
+    exchange_hours: bool = False
+    holidays: Mapping[date, str] = field(default_factory=dict)
+
+    def state(self, at: float) -> MarketState:
+        """The market at virtual time ``at`` (epoch seconds)."""
+        moment = datetime.fromtimestamp(at, UTC)
+        if self.exchange_hours:
+            return market_state(moment, self.holidays)
+        name = self.holidays.get(moment.astimezone(IST).date())
+        return OPEN if name is None else MarketState(Phase.CLOSED, HOLIDAY_PREFIX + name)
+
+    def upstox_status(self, at: float) -> str:
+        """The Upstox MarketStatus name of the market at ``at`` (what the feeds announce)."""
+        return UPSTOX_STATUS[self.state(at).phase]
+
+    def describe(self, at: float) -> dict[str, object]:
+        """The session at ``at`` for ``GET /sim/state``."""
+        state = self.state(at)
+        return {
+            "hours": "exchange" if self.exchange_hours else "always",
+            "phase": state.phase.value,
+            "reason": state.reason,
+            "holidays": {day.isoformat(): name for day, name in self.holidays.items()},
+        }
 
 
 class SimTick(NamedTuple):

@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from brokers.simulator.app import SimConfig, build_app
 
 DEFAULTS = SimConfig()
+HOLIDAY_NAME = "Simulated trading holiday"
 
 
 class Command(BaseCommand):
@@ -50,6 +51,16 @@ class Command(BaseCommand):
             help="The market clock's start (ISO, with offset); default now. With --seed it "
             "makes runs on different days/times reproducible.",
         )  # fmt: skip
+        parser.add_argument(
+            "--exchange-hours", action="store_true",
+            help="Trade only in the exchange's hours on the market clock: 09:15-15:30 IST on "
+            "weekdays (pre-open from 09:00). Default: open around the clock.",
+        )  # fmt: skip
+        parser.add_argument(
+            "--holiday", nargs="?", const=HOLIDAY_NAME, default=None, metavar="NAME",
+            help="Make the simulator's today (the start day, IST) a trading holiday: the feeds "
+            "say the market is closed and nothing ticks all day.",
+        )  # fmt: skip
         parser.add_argument("--dhan-client-id", default=d.dhan_client_id)
         parser.add_argument("--dhan-token", default=d.dhan_token)
         parser.add_argument("--upstox-api-key", default=d.upstox_api_key)
@@ -65,6 +76,10 @@ class Command(BaseCommand):
         parser.add_argument("--upstox-max-connections", type=int, default=d.upstox_max_connections)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        holiday = options["holiday"]
+        if holiday is not None and not holiday.strip():
+            raise CommandError("--holiday needs a name or none at all, e.g. --holiday Holi")
+        options["holiday"] = (holiday or DEFAULTS.holiday).strip()
         names = {f.name for f in fields(SimConfig)}
         config = SimConfig(**{k: v for k, v in options.items() if k in names})
         if config.ticks_per_second < 0:
@@ -101,9 +116,12 @@ class Command(BaseCommand):
     def _announce(self, config: SimConfig, where: str) -> None:
         http, ws = f"http://{where}", f"ws://{where}"
         rate = config.ticks_per_second or "manual (POST /sim/step)"
+        hours = "09:15-15:30 IST on weekdays" if config.exchange_hours else "around the clock"
+        holiday = f"; today is a trading holiday ({config.holiday})" if config.holiday else ""
         lines = [
             f"Exchange simulator listening on {http}",
             f"  seed {config.seed}, {rate} ticks/s, ±{config.strikes} strikes",
+            f"  Market open {hours}{holiday}",
             f"  Dhan REST      {http}/dhan",
             f"  Dhan feed      {ws}/dhan/feed?version=2&token=***&clientId="
             f"{config.dhan_client_id}&authType=2",
