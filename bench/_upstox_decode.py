@@ -32,7 +32,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from brokers.upstox.codec import decode_frame, encode_live_feed, encode_snapshot
+from brokers.upstox.codec import decode_frame
+from brokers.upstox.encode import encode_live_feed, encode_snapshot
 
 SDK_PIN = "upstox-python-sdk==2.30.0"
 STRIKES = range(21000, 25000, 50)  # 80 strikes x CE/PE = 160 options of one chain

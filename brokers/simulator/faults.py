@@ -29,7 +29,7 @@ from aiohttp import web
 
 from brokers.dhan.encode import encode_quote
 from brokers.upstox import MarketDataFeedV3_pb2 as pb
-from brokers.upstox.codec import encode_live_feed
+from brokers.upstox.encode import encode_live_feed
 
 from .universe import INDEX
 

@@ -4,7 +4,8 @@ Wire behaviour (shared/docs/protocols/upstox.md §2): the client connects to the
 that ``/v3/feed/market-data-feed/authorize`` returned (or to ``/v3/feed/market-data-feed`` with
 a Bearer header, answered by a 307 redirect to such a URI). The first frame is ``market_info``;
 each ``sub``/``change_mode`` gets a snapshot frame (type absent) of its keys; then one
-incremental ``live_feed`` frame per interval carries, per key, only the fields that changed.
+incremental ``live_feed`` frame per interval carries the keys that changed, each with the wire
+sub-messages in which something changed, whole (an ``ltpc`` always has ltp, ltt, ltq and cp).
 Requests are JSON in **binary** frames (text frames are ignored and counted). Unknown keys are
 ignored and counted. A request that would exceed the per-connection key limits
 (``brokers.upstox.messages.KEY_LIMITS``/``MIXED_KEY_LIMITS``) closes the connection with code
@@ -15,6 +16,7 @@ An index subscribed in option_greeks mode gets ltpc payloads (it has no greeks).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -22,7 +24,12 @@ from typing import TYPE_CHECKING
 from aiohttp import WSMsgType, web
 
 from brokers.ticks import DepthLevel
-from brokers.upstox.codec import encode_live_feed, encode_market_info, encode_snapshot
+from brokers.upstox.encode import (
+    encode_live_feed,
+    encode_market_info,
+    encode_snapshot,
+    sub_message_fields,
+)
 from brokers.upstox.messages import check_key_limit, parse_client_request
 
 from .market import Market, SimTick
@@ -97,6 +104,60 @@ def fields(tick: SimTick, mode: str) -> dict[str, object]:
         total_buy_qty=tick.total_buy_qty, total_sell_qty=tick.total_sell_qty,
     )  # fmt: skip
     return values
+
+
+def live_frame(
+    pending: Mapping[Instrument, SimTick],
+    *,
+    subs: Mapping[Instrument, str],
+    sent: dict[Instrument, dict[str, object]],
+    now: datetime,
+) -> tuple[bytes | None, int]:
+    """Return (the live_feed frame of ``pending``, its number of feed entries); (None, 0) when
+    nothing changed.
+
+    ``pending`` is the latest event per instrument, ``subs`` the connection's subscription mode
+    per instrument (every pending instrument must be in it), ``sent`` what the connection was
+    last sent per instrument (Tick vocabulary); ``sent`` is updated to the new values. An entry
+    carries the wire sub-messages in which something changed, each whole (see
+    :func:`changed_fields`).
+    """
+    feeds: dict[str, dict[str, object]] = {}
+    modes: dict[str, str] = {}
+    for instrument, tick in pending.items():
+        mode = encode_mode(instrument, subs[instrument])
+        values = fields(tick, mode)
+        last = sent.get(instrument)
+        key = instrument.upstox_key
+        changed = values if last is None else changed_fields(values, last, mode=mode, key=key)
+        sent[instrument] = values
+        if changed:
+            feeds[key] = changed
+            modes[key] = mode
+    if not feeds:
+        return None, 0
+    return encode_live_feed(feeds=feeds, mode=modes, current_ts=now), len(feeds)
+
+
+def changed_fields(
+    values: Mapping[str, object], last: Mapping[str, object], *, mode: str, key: str
+) -> dict[str, object]:
+    """Return the fields of ``values`` a live_feed entry carries after ``last`` was sent: every
+    field of each wire sub-message in which a field changed (Upstox sends a present sub-message
+    whole: an unchanged ltp still travels with a new ltt), and the changed scalars of the
+    payload itself. Empty when nothing changed. ``mode`` is the codec mode, ``key`` the
+    instrument key; ValueError for an unknown mode or a malformed key.
+    """
+    whole = sub_message_fields(mode, key)
+    changed: dict[str, object] = {}
+    for name, value in values.items():
+        if name in changed or last.get(name) == value:
+            continue
+        # A field the mode cannot carry stands alone here; the encoder then refuses it.
+        for field_name in whole.get(name, (name,)):
+            if field_name in values:
+                changed[field_name] = values[field_name]
+    return changed
 
 
 class UpstoxFeed:
@@ -227,23 +288,7 @@ class UpstoxFeed:
         """(the live_feed frame of what changed, its number of feed entries); (None, 0) when
         nothing did."""
         pending, conn.pending = conn.pending, {}
-        feeds: dict[str, dict[str, object]] = {}
-        modes: dict[str, str] = {}
-        for instrument, tick in pending.items():
-            mode = encode_mode(instrument, conn.subs[instrument])
-            values = fields(tick, mode)
-            last = conn.sent.get(instrument)
-            if last is None:
-                changed = values
-            else:
-                changed = {k: v for k, v in values.items() if last.get(k) != v}
-            conn.sent[instrument] = values
-            if changed:
-                feeds[instrument.upstox_key] = changed
-                modes[instrument.upstox_key] = mode
-        if not feeds:
-            return None, 0
-        return encode_live_feed(feeds=feeds, mode=modes, current_ts=now), len(feeds)
+        return live_frame(pending, subs=conn.subs, sent=conn.sent, now=now)
 
     # --- faults ------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ so a bad frame never yields a half-filled tick):
 * it carries ``currentTs`` — the broker stamps every frame, and it is serialised after all
   feeds, so a frame cut short at a field boundary is caught here (protobuf happily parses a prefix
   of a message as a smaller message). Every strict prefix of a frame serialised in field order
-  (as the broker and the ``encode_*`` functions here do) is rejected;
+  (as the broker and ``brokers.upstox.encode`` do) is rejected;
 * a ``market_info`` frame carries ``marketInfo``; every segment status is a known value;
 * a frame with neither feeds nor market info carries nothing but ``type``/``currentTs`` (random
   bytes sometimes parse as a message made of unknown fields: those are rejected);
@@ -23,15 +23,16 @@ so a bad frame never yields a half-filled tick):
   firstLevelWithGreeks, fullFeed.marketFF or fullFeed.indexFF); ``ltt`` fits a datetime; OI and
   total buy/sell quantities (doubles on the wire) are whole numbers.
 
-Unknown fields next to known content are ignored (the broker may add fields).
+Unknown fields next to known content are ignored: the broker adds fields (in 2026 the call-auction
+``iep`` on LTPC and the CAS/pre-open status maps of ``marketInfo``), and the decoder reads only
+what a Tick holds.
 
-The encoders (:func:`encode_market_info`, :func:`encode_snapshot`, :func:`encode_live_feed`) build
-frames for the exchange simulator and tests, in Tick vocabulary, setting only the fields given.
+The encoders that build frames (exchange simulator, tests) live in ``brokers.upstox.encode``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -42,18 +43,7 @@ from brokers.exceptions import CodecError
 from brokers.ticks import DepthLevel, MarketStatus, Tick
 from brokers.upstox import MarketDataFeedV3_pb2 as pb
 
-__all__ = [
-    "BROKER",
-    "ENCODE_MODES",
-    "Frame",
-    "FrameKind",
-    "datetime_to_epoch_ms",
-    "decode_frame",
-    "encode_live_feed",
-    "encode_market_info",
-    "encode_snapshot",
-    "epoch_ms_to_datetime",
-]
+__all__ = ["BROKER", "Frame", "FrameKind", "decode_frame", "epoch_ms_to_datetime"]
 
 BROKER = "upstox"
 
@@ -409,191 +399,3 @@ def decode_frame(frame: bytes) -> Frame:
                 f"Upstox feed for {key!r} is invalid: {exc}", offset=0, length=length
             ) from exc
     return Frame(events, kind=kind, current_ts=current_ts)
-
-
-# --- Encoders: the exchange simulator's side -------------------------------------------------
-
-ENCODE_MODES = ("ltpc", "option_greeks", "full")
-_LTPC_WIRE = {"exchange_time": "ltt", "ltp": "ltp", "ltq": "ltq", "prev_close": "cp"}
-_GREEKS_WIRE = {n: ("optionGreeks", n) for n in ("delta", "theta", "gamma", "vega")}
-_OHLC_NAMES = frozenset(("open", "high", "low", "close"))
-_DOUBLE_COUNTS = frozenset(("oi", "total_buy_qty", "total_sell_qty"))
-# Tick field -> (submessage of the mode's payload, "" for the payload itself; wire field name)
-_PATHS: dict[str, dict[str, tuple[str, str]]] = {
-    "ltpc": {name: ("", wire) for name, wire in _LTPC_WIRE.items()},
-    "option_greeks": {
-        **{name: ("ltpc", wire) for name, wire in _LTPC_WIRE.items()},
-        **_GREEKS_WIRE,
-        "bid_price": ("firstDepth", "bidP"),
-        "bid_qty": ("firstDepth", "bidQ"),
-        "ask_price": ("firstDepth", "askP"),
-        "ask_qty": ("firstDepth", "askQ"),
-        "volume": ("", "vtt"),
-        "oi": ("", "oi"),
-        "iv": ("", "iv"),
-    },
-    "full": {
-        **{name: ("ltpc", wire) for name, wire in _LTPC_WIRE.items()},
-        **_GREEKS_WIRE,
-        "avg_price": ("", "atp"),
-        "volume": ("", "vtt"),
-        "oi": ("", "oi"),
-        "iv": ("", "iv"),
-        "total_buy_qty": ("", "tbq"),
-        "total_sell_qty": ("", "tsq"),
-    },  # plus depth (marketLevel) and open/high/low/close ("1d" bar)
-    "index": {name: ("ltpc", wire) for name, wire in _LTPC_WIRE.items()},  # plus the "1d" bar
-}
-_MS = timedelta(milliseconds=1)
-
-
-def datetime_to_epoch_ms(at: datetime) -> int:
-    """Return an aware datetime as epoch milliseconds (the sub-millisecond part is dropped).
-
-    Raises TypeError for a non-datetime, ValueError for a naive datetime.
-    """
-    if not isinstance(at, datetime):
-        raise TypeError(f"Upstox timestamps are aware datetimes, got {at!r}")
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"Upstox timestamps need an aware datetime, got naive {at!r}")
-    since = at - _EPOCH  # exact integer arithmetic (a float timestamp can lose the last ms)
-    return (since.days * 86_400 + since.seconds) * 1000 + since.microseconds // 1000
-
-
-def _wire_value(name: str, value: object) -> object:
-    """Convert a Tick-vocabulary value to its wire form; ValueError if it has none."""
-    if name == "exchange_time":
-        return datetime_to_epoch_ms(value)  # type: ignore[arg-type]
-    if name in _DOUBLE_COUNTS:  # sent as a double: refuse what a double cannot hold exactly
-        if not isinstance(value, int) or abs(value) > 2**53:
-            raise ValueError(f"{name} must be an int of magnitude <= 2**53, got {value!r}")
-        return float(value)
-    return value
-
-
-# A field needs conversion on its way to the wire (the rest are set as given).
-_CONVERTED = _DOUBLE_COUNTS | {"exchange_time"}
-
-
-def _fill(feed: pb.Feed, key: str, mode: str, fields: Mapping[str, object]) -> None:
-    """Set the given (non-None) fields of one feed entry in ``mode``; ValueError if not carried.
-
-    The simulator encodes tens of thousands of entries a second through here, so each
-    submessage is fetched once per entry and plain values go straight to ``setattr``.
-    """
-    if mode not in ENCODE_MODES:
-        raise ValueError(f"Upstox encode mode {mode!r} is not one of {ENCODE_MODES}")
-    segment, sep, token = key.partition("|")
-    if not (sep and segment and token):
-        raise ValueError(f"Upstox instrument key {key!r} is not 'SEGMENT|token'")
-    if mode == "ltpc":
-        payload, paths = feed.ltpc, _PATHS["ltpc"]
-    elif mode == "option_greeks":
-        payload, paths = feed.firstLevelWithGreeks, _PATHS["option_greeks"]
-    elif segment.endswith("_INDEX"):  # the broker sends indices' full feed as indexFF
-        payload, paths = feed.fullFeed.indexFF, _PATHS["index"]
-    else:
-        payload, paths = feed.fullFeed.marketFF, _PATHS["full"]
-    payload.SetInParent()  # an entry that carries no field still says which payload it is
-    subs: dict[str, object] = {"": payload}
-    bar: dict[str, object] = {}
-    for name, value in fields.items():
-        if value is None:  # None means "not carried", as in Tick
-            continue
-        path = paths.get(name)
-        if path is not None:
-            sub, wire = path
-            target = subs.get(sub)
-            if target is None:
-                target = subs[sub] = getattr(payload, sub)
-            setattr(target, wire, _wire_value(name, value) if name in _CONVERTED else value)
-        elif name in _OHLC_NAMES and mode == "full":
-            bar[name] = value
-        elif name == "depth" and paths is _PATHS["full"]:
-            _fill_depth(payload.marketLevel, value)  # type: ignore[arg-type]
-        else:
-            allowed = sorted({*paths, *(_OHLC_NAMES if mode == "full" else ())})
-            if paths is _PATHS["full"]:
-                allowed.append("depth (top of book comes from depth[0])")
-            raise ValueError(
-                f"Upstox {mode} feed for {key!r} cannot carry {name!r}; it carries {allowed}"
-            )
-    if bar:
-        payload.marketOHLC.ohlc.add(interval="1d", **bar)
-
-
-def _fill_depth(level: pb.MarketLevel, depth: Iterable[DepthLevel]) -> None:
-    """Add depth rows to ``marketLevel`` (present even when empty); Upstox has no order counts."""
-    level.SetInParent()
-    for row in depth:
-        if row.bid_orders is not None or row.ask_orders is not None:
-            raise ValueError(f"Upstox depth carries no order counts; set them to None in {row!r}")
-        level.bidAskQuote.add(
-            bidQ=row.bid_qty, bidP=row.bid_price, askQ=row.ask_qty, askP=row.ask_price
-        )
-
-
-def _encode_feeds(
-    kind: FrameKind,
-    mode: str | Mapping[str, str],
-    feeds: Mapping[str, Mapping[str, object]],
-    current_ts: datetime,
-) -> bytes:
-    response = pb.FeedResponse(type=_KINDS.index(kind), currentTs=datetime_to_epoch_ms(current_ts))
-    for key, fields in feeds.items():
-        feed_mode = mode if isinstance(mode, str) else mode.get(key)
-        if feed_mode is None:
-            raise ValueError(f"no mode given for {key!r}: add it to the mode mapping")
-        _fill(response.feeds[key], key, feed_mode, fields)
-    return response.SerializeToString()
-
-
-def encode_snapshot(
-    *,
-    feeds: Mapping[str, Mapping[str, object]],
-    mode: str | Mapping[str, str],
-    current_ts: datetime,
-) -> bytes:
-    """Return the bytes of a snapshot frame (type initial_feed, absent on the wire).
-
-    ``feeds`` maps instrument key (``SEGMENT|token``) to Tick-named fields (``ltp``,
-    ``exchange_time`` as an aware datetime, ``oi`` as an int, ...); None values are left out.
-    ``mode`` ("ltpc", "option_greeks" or "full"; one for all keys or a per-key mapping) chooses the
-    payload and so which fields may be given: ltpc carries exchange_time/ltp/ltq/prev_close;
-    option_greeks adds bid/ask price and qty, greeks, volume, oi, iv; full adds depth (tuple of
-    DepthLevel without order counts; top of book is depth[0]), open/high/low/close (the "1d"
-    bar), avg_price, total_buy_qty, total_sell_qty — and for an ``*_INDEX`` key only ltpc fields
-    and the "1d" bar (indexFF). Raises ValueError for a field the mode does not carry, a bad key
-    a key missing from a ``mode`` mapping or a naive datetime; TypeError for a value of the
-    wrong type.
-    """
-    return _encode_feeds(FrameKind.SNAPSHOT, mode, feeds, current_ts)
-
-
-def encode_live_feed(
-    *,
-    feeds: Mapping[str, Mapping[str, object]],
-    mode: str | Mapping[str, str],
-    current_ts: datetime,
-) -> bytes:
-    """Return the bytes of an incremental live_feed frame: give only the fields that changed.
-
-    Same arguments and errors as :func:`encode_snapshot`.
-    """
-    return _encode_feeds(FrameKind.LIVE_FEED, mode, feeds, current_ts)
-
-
-def encode_market_info(*, statuses: Mapping[str, str], current_ts: datetime) -> bytes:
-    """Return the bytes of a market_info frame.
-
-    ``statuses`` maps segment (``NSE_FO``) to status name (``NORMAL_OPEN``, ...). Raises
-    ValueError for an unknown status name or a naive datetime.
-    """
-    response = pb.FeedResponse(type=pb.market_info, currentTs=datetime_to_epoch_ms(current_ts))
-    info = response.marketInfo
-    info.SetInParent()
-    for segment, status in statuses.items():
-        if status not in _STATUS_NAMES:
-            raise ValueError(f"unknown Upstox market status {status!r}; known: {_STATUS_NAMES}")
-        info.segmentStatus[segment] = pb.MarketStatus.Value(status)
-    return response.SerializeToString()
