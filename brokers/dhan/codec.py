@@ -81,9 +81,11 @@ DISCONNECT_REASONS: Final[dict[int, str]] = {
     814: "invalid request",
 }
 
-# Code 7 is header-only: Dhan documents no status value, so the event says only that the
-# broker signalled a market status change for the segment.
-MARKET_STATUS_UNSPECIFIED: Final = "unspecified"
+# Code 7 is header-only (8 bytes: code, length, segment, security id; dhan.md §1): DhanHQ
+# sends no status value, only that the segment's market status changed. The event says exactly
+# that — "changed" — and never a made-up open/closed: readers take the market's state from the
+# exchange calendar (``chains.freshness``). The header's security id carries nothing for it.
+MARKET_STATUS_CHANGED: Final = "changed"
 
 # The codec builds Ticks positionally (``tuple.__new__``) for speed; fail at import, not with
 # misplaced values, if ticks.py ever reorders or adds fields.
@@ -246,7 +248,7 @@ def _market_status(buf: Buffer, off: int) -> MarketStatus:
     segment = _SEG[seg]
     if segment is None:
         raise _unknown_segment(seg, off, code, length)
-    return MarketStatus(BROKER, segment, MARKET_STATUS_UNSPECIFIED, None)
+    return MarketStatus(BROKER, segment, MARKET_STATUS_CHANGED, None)
 
 
 def _disconnect(buf: Buffer, off: int) -> Disconnect:

@@ -124,7 +124,7 @@ def test_encode_full_reproduces_golden_bytes() -> None:
 def test_decoded_events_are_the_shared_types() -> None:
     assert type(only(SAMPLES["full"])) is Tick
     assert all(type(level) is DepthLevel for level in only_tick(SAMPLES["full"]).depth or ())
-    assert only(SAMPLES["market_status"]) == MarketStatus("dhan", "NSE_FNO", "unspecified")
+    assert only(SAMPLES["market_status"]) == MarketStatus("dhan", "NSE_FNO", "changed")
     assert only(SAMPLES["disconnect"]) == Disconnect("dhan", 807, "access token expired")
 
 
@@ -224,7 +224,23 @@ def test_prev_close_round_trips(segment: str, sid: int, prev_close: float, prev_
 
 @given(segments, u32)
 def test_market_status_round_trips(segment: str, sid: int) -> None:
-    assert only(encode_market_status(segment, sid)) == MarketStatus("dhan", segment, "unspecified")
+    assert only(encode_market_status(segment, sid)) == MarketStatus("dhan", segment, "changed")
+
+
+@pytest.mark.parametrize(
+    ("packet", "segment"),
+    [("0708000200000000", "NSE_FNO"), ("0708000800000000", "BSE_FNO"),
+     ("0708000000000000", "IDX_I")],
+)  # fmt: skip
+def test_market_status_packet_says_the_segment_changed_not_a_made_up_status(
+    packet: str, segment: str
+) -> None:
+    # dhan.md: code 7 is header-only (8 bytes) — no status value to decode. The event names
+    # the segment and says its status changed; it never reads "unspecified", "open" or
+    # "closed" (readers take the market's state from the exchange calendar).
+    event = only(bytes.fromhex(packet))
+    assert event == MarketStatus("dhan", segment, codec.MARKET_STATUS_CHANGED, None)
+    assert event.status == "changed"
 
 
 @given(u16, segments, u32)
