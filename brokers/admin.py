@@ -6,6 +6,9 @@ box; a saved secret is never rendered back, not even partly.
 
 from __future__ import annotations
 
+import base64
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
@@ -33,6 +36,23 @@ def _formfield(field: models.Field, **kwargs: Any) -> forms.Field | None:
     if isinstance(field, models.URLField):
         kwargs["assume_scheme"] = "https"  # a scheme-less host is an https URL
     return field.formfield(**kwargs)
+
+
+def token_expiry(token: str) -> datetime | None:
+    """The ``exp`` claim of a JWT access token as an aware UTC datetime, read without
+    verifying the signature (the broker verifies it; this only dates it); None when ``token``
+    is not a JWT with a numeric ``exp``. Never logs or raises with the token in the message."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        exp = payload["exp"] if isinstance(payload, dict) else None
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            return None
+        return datetime.fromtimestamp(exp, UTC)
+    except (ValueError, KeyError, OverflowError, OSError):  # not a JWT or no usable exp
+        return None
 
 
 class BrokerAccountForm(forms.ModelForm):
@@ -80,7 +100,14 @@ class BrokerAccountForm(forms.ModelForm):
         account: BrokerAccount = super().save(commit=False)
         data = self.cleaned_data
         if data.get("new_access_token"):
-            account.set_access_token(data["new_access_token"], expires_at=account.token_expires_at)
+            # A new token's expiry is its own: the JWT's ``exp`` (DhanHQ, Upstox), else the
+            # expiry typed with it, else unknown until the next token check — never the
+            # previous token's, which the form posts back unchanged.
+            token = data["new_access_token"]
+            expires = token_expiry(token)
+            if expires is None and "token_expires_at" in self.changed_data:
+                expires = data["token_expires_at"]
+            account.set_access_token(token, expires_at=expires)
         elif data.get("clear_access_token"):
             account.set_access_token("")
         if data.get("new_api_secret"):

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
+from django.utils import timezone
 
+from brokers.admin import token_expiry
 from brokers.models import AccountStatus, BrokerAccount
 
 from .factories import (
@@ -150,3 +157,79 @@ def test_instrument_admin_is_searchable_and_filterable(admin_client):
         reverse("admin:brokers_instrument_changelist"), {"q": "NIFTY", "kind": "option"}
     )
     assert response.status_code == 200
+
+
+# --- a new token's expiry ---------------------------------------------------------------------
+
+
+def fake_jwt(**claims: object) -> str:
+    """A token shaped like DhanHQ's (a JWT) with ``claims``; the signature is not real."""
+
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'typ': 'JWT', 'alg': 'HS512'})}.{part(claims)}.FAKE-SIGNATURE-test-only"
+
+
+def posted_back(moment: datetime) -> dict[str, str]:
+    """The expiry fields as the change form renders (and so posts back) ``moment``."""
+    local = timezone.localtime(moment)
+    return {"token_expires_at_0": local.strftime("%Y-%m-%d"),
+            "token_expires_at_1": local.strftime("%H:%M:%S")}  # fmt: skip
+
+
+@pytest.fixture
+def expired_dhan():
+    """A DhanHQ account whose stored expiry is its old token's, an hour ago."""
+    account = dhan_account()
+    account.token_expires_at = (timezone.now() - timedelta(hours=1)).replace(microsecond=0)
+    account.status = AccountStatus.TOKEN_EXPIRED
+    account.save()
+    return account
+
+
+def test_a_pasted_dhan_token_gets_the_expiry_of_its_own_jwt(admin_client, expired_dhan, caplog):
+    exp = int((timezone.now() + timedelta(hours=24)).timestamp())
+    token = fake_jwt(iss="dhan", dhanClientId="1000000001", exp=exp)
+    url = reverse("admin:brokers_brokeraccount_change", args=[expired_dhan.pk])
+    caplog.set_level(logging.DEBUG)
+    data = form_data(expired_dhan, new_access_token=token,
+                     **posted_back(expired_dhan.token_expires_at))  # fmt: skip
+    assert admin_client.post(url, data).status_code == 302
+    expired_dhan.refresh_from_db()
+    assert expired_dhan.access_token.reveal() == token
+    assert expired_dhan.token_expires_at == datetime.fromtimestamp(exp, UTC)
+    assert expired_dhan.status == AccountStatus.OK
+    assert token not in caplog.text and token.split(".")[1] not in caplog.text
+
+
+def test_a_pasted_token_that_is_no_jwt_clears_the_old_expiry(admin_client, expired_dhan):
+    url = reverse("admin:brokers_brokeraccount_change", args=[expired_dhan.pk])
+    data = form_data(expired_dhan, new_access_token="FAKE-NOT-A-JWT",
+                     **posted_back(expired_dhan.token_expires_at))  # fmt: skip
+    assert admin_client.post(url, data).status_code == 302
+    expired_dhan.refresh_from_db()
+    assert expired_dhan.token_expires_at is None  # the next token check fills it in
+    assert not expired_dhan.token_expired()
+
+
+def test_an_expiry_typed_with_a_token_that_is_no_jwt_is_kept(admin_client, expired_dhan):
+    typed = (timezone.now() + timedelta(hours=20)).replace(microsecond=0)
+    url = reverse("admin:brokers_brokeraccount_change", args=[expired_dhan.pk])
+    data = form_data(expired_dhan, new_access_token="FAKE-NOT-A-JWT", **posted_back(typed))
+    assert admin_client.post(url, data).status_code == 302
+    expired_dhan.refresh_from_db()
+    assert expired_dhan.token_expires_at == typed
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["FAKE", "a.b", "a.b.c.d", "x.!!!.y", "x." + base64.urlsafe_b64encode(b"[1]").decode() + ".y",
+     fake_jwt(sub="no exp"), fake_jwt(exp="tomorrow"), fake_jwt(exp=True), fake_jwt(exp=1e30)],
+)  # fmt: skip
+def test_token_expiry_is_none_for_anything_but_a_jwt_with_a_numeric_exp(token):
+    assert token_expiry(token) is None
+
+
+def test_token_expiry_reads_exp_without_checking_the_signature():
+    assert token_expiry(fake_jwt(exp=1_900_000_000)) == datetime.fromtimestamp(1_900_000_000, UTC)
