@@ -1,12 +1,15 @@
 """The JSON API's answers: ``/api/v2/options/live`` and ``/api/v2/options/expiries``.
 
-Answers: 200 ``{"status": "success", "data": …}``; 400 bad parameters; 401 not logged in;
-404 an underlying or expiry that is not tracked (the body lists the valid ones); 503 with a
-``code`` and a message saying what to do, plus the last known ``data`` (labelled by
-``source``) when there is some. ``chains.api_http`` serves them over HTTP.
+Answers: 200 ``{"status": "success", "freshness": …, "data": …}``; 400 bad parameters; 401 not
+logged in; 404 an underlying or expiry that is not tracked (the body lists the valid ones); 503
+with a ``code`` and a message saying what to do, the ``freshness`` (always stale) and the last
+known ``data`` (labelled by ``source``) when there is some. ``freshness`` is
+``chains.freshness.Freshness.to_json()``: live, quiet, closed or stale, in words, with the
+data's as-of time. ``chains.api_http`` serves them over HTTP.
 
 A live chain is the hot path (bench/api.py): its answer is decided from the snapshot's small
-meta record, and the JSON of a live answer is built once per snapshot ``seq`` per process, so
+meta record, and the JSON of a live answer's ``data`` is built once per snapshot ``seq`` per
+process (the small ``freshness`` object is encoded per request, as it changes with time), so
 most requests read two small Redis keys and send cached bytes. The tracked chain an underlying
 resolves to is reused for ``RESOLVE_SECONDS`` (and forgotten when a tracked chain, an account
 or an instrument is saved in this process): an admin's change shows within that time.
@@ -85,7 +88,7 @@ def parse_expiry(raw: str | None) -> date | None:
 # (underlying, expiry asked) → (monotonic time, tracked chain, expiry): one process's reuse of
 # selectors.resolve, which costs two queries. Only successes are kept.
 _resolved: dict[tuple[str, date | None], tuple[float, TrackedChain, date]] = {}
-# (underlying, expiry) → ((seq, as_of), the JSON body of the live answer at that version).
+# (underlying, expiry) → ((seq, as_of), the JSON of the live answer's data at that version).
 # seq alone restarts with the feed worker; as_of (the flush's time) tells two runs apart.
 _live_bodies: dict[tuple[str, date], tuple[tuple[object, object], bytes]] = {}
 _lock = threading.Lock()
@@ -117,9 +120,9 @@ def resolve(underlying: str, expiry: date | None) -> tuple[TrackedChain, date]:
     return chain, resolved
 
 
-def _live_body(underlying: str, expiry: date, version: tuple[object, object]) -> bytes | None:
-    """The 200 body of a live, ready chain at snapshot ``version`` (seq, as_of), built once
-    per version; None when the stored snapshot is gone or not ready meanwhile (the caller
+def _live_data(underlying: str, expiry: date, version: tuple[object, object]) -> bytes | None:
+    """The JSON of a live, ready chain's ``data`` at snapshot ``version`` (seq, as_of), built
+    once per version; None when the stored snapshot is gone or not ready meanwhile (the caller
     then takes the long way)."""
     key = (underlying, expiry)
     cached = _live_bodies.get(key)
@@ -129,7 +132,7 @@ def _live_body(underlying: str, expiry: date, version: tuple[object, object]) ->
     if snapshot is None or not snapshot.get("ready"):
         return None
     data = api_data({**snapshot, "source": "live"})
-    body = json.dumps({"status": "success", "data": data}, cls=DjangoJSONEncoder).encode()
+    body = json.dumps(data, cls=DjangoJSONEncoder).encode()
     with _lock:  # a newer version than the meta said is fine: it is newer
         _live_bodies[key] = ((snapshot.get("seq"), snapshot.get("as_of")), body)
     return body
@@ -147,18 +150,24 @@ def live(query: Mapping[str, str]) -> Answer:
         return error(400, "bad_request", str(exc))
     except selectors.NotTracked as exc:
         return error(404, "not_tracked", str(exc), valid=exc.valid)
-    # Decide from the meta record (a few hundred bytes); a live answer's bytes are cached.
+    # Decide from the meta record (a few hundred bytes); a live answer's data bytes are cached.
     decided = selectors.chain_view(chain, expiry, with_data=False)
     if decided.ok and decided.data is not None:
         version = (decided.data.get("seq"), decided.data.get("as_of"))
-        body = _live_body(chain.underlying, expiry, version)
-        if body is not None:
-            return Answer(200, body)
+        data_json = _live_data(chain.underlying, expiry, version)
+        if data_json is not None:
+            freshness = json.dumps(decided.freshness.to_json()).encode()
+            return Answer(
+                200, b'{"status": "success", "freshness": ' + freshness + b', "data": '
+                + data_json + b"}"
+            )  # fmt: skip
     view = selectors.chain_view(chain, expiry)
     data = api_data(view.data) if view.data is not None else None
+    freshness_json = view.freshness.to_json()
     if not view.ok:
-        return error(503, view.code or "unavailable", view.message, data=data)
-    return as_json(200, {"status": "success", "data": data})
+        return error(503, view.code or "unavailable", view.message, freshness=freshness_json,
+                     data=data)  # fmt: skip
+    return as_json(200, {"status": "success", "freshness": freshness_json, "data": data})
 
 
 def expiries(query: Mapping[str, str]) -> Answer:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -52,7 +51,11 @@ def chain_nearest(request: HttpRequest, underlying: str) -> HttpResponse:
 
 
 def chain_page(request: HttpRequest, underlying: str, expiry: str) -> HttpResponse:
-    """calls | strike | puts, complete without JavaScript; the script then streams."""
+    """calls | strike | puts, complete without JavaScript; the script then streams.
+
+    The freshness badge, the as-of time and the stale banner are rendered from the chain's
+    freshness (``selectors.ChainView.freshness``); the script follows the status messages.
+    """
     if (denied := _guard(request)) is not None:
         return denied
     try:
@@ -85,9 +88,9 @@ def chain_page(request: HttpRequest, underlying: str, expiry: str) -> HttpRespon
             "underlying": chain.underlying,
             "expiry": day.isoformat(),
             "ws": f"/ws/live-options/{chain.underlying}?expiry={day.isoformat()}",
-            "staleSeconds": settings.CHAIN_STALE_SECONDS,
             "window": window,
             "seq": data["seq"] if data else None,
+            "status": view.status_message(),  # the badge's starting point; the socket updates it
         },
         "api_url": f"{LIVE_PATH}?underlying={chain.underlying}&expiry={day}",
     }  # fmt: skip

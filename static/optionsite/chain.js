@@ -1,6 +1,9 @@
 // Live option chain: streams the server-rendered table over /ws/live-options/<UNDERLYING>.
 // No dependencies. Protocol: {type: "snapshot"|"delta"|"status"|"error"}; a gap in `seq`
-// asks the server to resync; the stale banner shows when no update arrives for N seconds.
+// asks the server to resync. Freshness is the server's verdict (chains/freshness.py), carried
+// by status messages: "Live", "No ticks for 42 s" (counted up here between messages), "Market
+// closed", "Last known as of 15:29:58". Only a status message or a closed socket changes it:
+// a resent snapshot or a delta never makes a chain live. A closed socket is stale at once.
 
 const DASH = "\u2013";
 const SIDE_FIELDS = ["oi", "oi_change", "volume", "iv", "ltp", "change", "bid_qty", "bid", "ask",
@@ -15,10 +18,13 @@ const table = document.getElementById("oc");
 const rowsBody = document.getElementById("rows");
 const staleBanner = document.getElementById("stale");
 const notice = document.getElementById("notice");
+const freshBadge = document.getElementById("freshness");
+const asOfTime = document.querySelector("#as-of time");
 
 let data = null;          // the full chain (API data shape)
 let seq = config.seq;     // last applied sequence number
-let lastUpdate = Date.now();
+let fresh = config.status.freshness; // {state, words, reason, as_of, seconds_since_tick}
+let freshAt = Date.now(); // when `fresh` arrived: a quiet chain's tick count goes on from it
 let socket = null;
 let retry = 0;
 let windowSize = config.window; // null = all strikes
@@ -239,24 +245,71 @@ function drawIv() {
   svg.replaceChildren(...parts);
 }
 
-// --- status ----------------------------------------------------------------------------------
-function sourceText(source) {
-  const asOf = data?.as_of ? new Date(data.as_of).toLocaleString("en-IN", { timeZone: "Asia/Kolkata" }) : DASH;
-  if (source === "live") return "Live";
-  if (source === "last_known") return "Last known as of " + asOf;
-  if (source === "closing") return "Closing as of " + asOf;
-  return "No data";
+// --- freshness ------------------------------------------------------------------------------
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const IST = new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Kolkata", year: "numeric",
+  month: "numeric", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  hourCycle: "h23" });
+
+function istParts(date) {
+  return Object.fromEntries(IST.formatToParts(date).map((p) => [p.type, p.value]));
+}
+
+// The server's clock_text: "15:29:58" today (Indian time), "12 Mar 15:29:58" before.
+export function clockText(iso) {
+  if (!iso) return DASH;
+  const at = istParts(new Date(iso));
+  const today = istParts(new Date());
+  const time = `${at.hour}:${at.minute}:${at.second}`;
+  if (at.year === today.year && at.month === today.month && at.day === today.day) return time;
+  return `${at.day} ${MONTHS[Number(at.month) - 1]} ${time}`;
+}
+
+// The server's no_ticks_words.
+export function noTicksWords(seconds) {
+  if (seconds === null || seconds === undefined) return "No ticks yet";
+  return seconds < 120 ? `No ticks for ${seconds} s` : `No ticks for ${Math.floor(seconds / 60)} min`;
+}
+
+function staleFreshness(reason) {
+  const asOf = data?.as_of ?? fresh?.as_of ?? null;
+  return { state: "stale", words: asOf ? "Last known as of " + clockText(asOf) : "No data",
+    reason, as_of: asOf, seconds_since_tick: null };
+}
+
+function renderFreshness() {
+  let words = fresh.words;
+  if (fresh.state === "quiet" && fresh.seconds_since_tick !== null) {
+    words = noTicksWords(fresh.seconds_since_tick + Math.floor((Date.now() - freshAt) / 1000));
+  }
+  if (freshBadge.textContent !== words) freshBadge.textContent = words;
+  freshBadge.className = "badge fresh-" + fresh.state;
+  freshBadge.dataset.state = fresh.state;
+  freshBadge.title = fresh.reason || "Ticks arriving";
+  const asOf = data?.as_of ?? fresh.as_of;
+  const asOfText = clockText(asOf);
+  if (asOfTime.textContent !== asOfText) { asOfTime.textContent = asOfText; asOfTime.dateTime = asOf ?? ""; }
+  const stale = fresh.state === "stale";
+  staleBanner.hidden = !stale;
+  if (stale) {
+    document.getElementById("stale-words").textContent = words;
+    document.getElementById("stale-reason").textContent = fresh.reason ? " \u2014 " + fresh.reason : "";
+  }
+  document.body.classList.toggle("is-stale", stale);
 }
 
 function applyStatus(msg) {
-  const badge = document.getElementById("source");
-  badge.textContent = sourceText(msg.source);
-  badge.className = "badge source-" + (msg.source ?? "none");
+  if (msg.freshness) fresh = msg.freshness;
+  else if (msg.code) fresh = staleFreshness(msg.message); // e.g. store_unavailable
+  else if (msg.source === "live") {
+    fresh = { state: "live", words: "Live", reason: "", as_of: data?.as_of ?? fresh.as_of, seconds_since_tick: 0 };
+  }
+  freshAt = Date.now();
   const feed = document.getElementById("feed");
   feed.textContent = "Feed: " + msg.feed_state;
   feed.className = "badge feed-" + msg.feed_state;
-  if (msg.code) { notice.hidden = false; notice.className = "notice " + msg.code; notice.innerHTML = ""; const b = document.createElement("strong"); b.textContent = msg.code; notice.append(b, ": " + msg.message); }
-  else { notice.hidden = true; }
+  notice.hidden = true;
+  renderFreshness();
 }
 
 // --- socket ----------------------------------------------------------------------------------
@@ -264,18 +317,19 @@ function onMessage(event) {
   const msg = JSON.parse(event.data);
   if (msg.type === "snapshot") {
     if (!rowsBody && msg.data) { location.reload(); return; } // first data: render it server-side
-    data = msg.data; seq = msg.seq; lastUpdate = Date.now();
-    if (data) renderAll();
+    data = msg.data; seq = msg.seq; // freshness is the status message's to say
+    if (data) { renderAll(); renderFreshness(); }
   } else if (msg.type === "delta") {
     if (seq !== null && msg.seq !== seq + 1) { socket.send(JSON.stringify({ type: "resync" })); return; }
     if (!data) return;
-    seq = msg.seq; lastUpdate = Date.now();
+    seq = msg.seq;
     for (const [key, sides] of Object.entries(msg.legs)) Object.assign(data.strikes[key] ??= {}, sides);
     const atmBefore = data.atm_strike;
     if (msg.header) Object.assign(data, msg.header);
     data.as_of = msg.as_of;
     if (data.atm_strike !== atmBefore && windowSize !== null) renderAll();
     else { updateLegs(msg.legs); renderHeader(); renderCharts(); }
+    renderFreshness();
   } else if (msg.type === "status") {
     applyStatus(msg);
   } else if (msg.type === "error") {
@@ -289,19 +343,18 @@ function connect() {
   socket.addEventListener("open", () => { retry = 0; });
   socket.addEventListener("message", onMessage);
   socket.addEventListener("close", (event) => {
+    // Without the socket nothing here is current: stale at once, until a status says otherwise.
+    fresh = staleFreshness("The connection to the server is lost" +
+      (event.code >= 4400 && event.code < 4500 ? "." : ": reconnecting\u2026"));
+    freshAt = Date.now();
+    renderFreshness();
     if (event.code >= 4400 && event.code < 4500) return; // refused: the notice says why
     const delay = Math.min(30000, 500 * 2 ** retry++) * (0.5 + Math.random() / 2);
     setTimeout(connect, delay);
   });
 }
 
-setInterval(() => {
-  const silent = Math.floor((Date.now() - lastUpdate) / 1000);
-  const stale = silent >= config.staleSeconds;
-  staleBanner.hidden = !stale;
-  if (stale) staleBanner.querySelector("span").textContent = String(silent);
-  document.body.classList.toggle("is-stale", stale);
-}, 1000);
+setInterval(renderFreshness, 1000); // a quiet chain's count goes up; nothing else moves here
 
 document.getElementById("window")?.addEventListener("change", (event) => {
   windowSize = event.target.value === "all" ? null : Number(event.target.value);

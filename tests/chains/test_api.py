@@ -14,6 +14,7 @@ from chains.models import ChainSnapshot
 from tests.asgi_client import AsgiClient
 
 from .fixtures import EXPIRY, LATER, build_book, publish, tracked
+from .test_freshness import feed_record, write_feed
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clean_redis")]
 LEG_KEYS = {
@@ -24,6 +25,7 @@ DATA_KEYS = {
     "underlying", "expiry", "lot_size", "strike_interval", "atm_strike", "spot", "forward",
     "pcr", "max_pain", "source", "as_of", "seq", "strikes",
 }  # fmt: skip
+FRESHNESS_KEYS = {"state", "words", "reason", "as_of", "seconds_since_tick"}
 
 
 @pytest.fixture
@@ -47,13 +49,32 @@ def live(client, **params):
     return client.get("/api/v2/options/live", {"underlying": "NIFTY", **params})
 
 
+def serve(account, chain, *, ready: bool = True, **feed: object) -> None:
+    """Store the chain's snapshot and a feed status record as the feed worker writes them
+    (connected, a tick just now) with ``feed`` overriding fields of the record. The record
+    promises a heartbeat every 30 s, so a slow test does not see it go stale."""
+    publish(account, chain, ready=ready, feed_state=None)
+    now = timezone.now()
+    fields = {"heartbeat_seconds": 30.0, "last_tick_at": now.isoformat(), **feed}
+    write_feed(account.name, feed_record(now, account=account.name, broker=account.kind,
+                                         **fields))  # fmt: skip
+
+
+def ago(seconds: float) -> str:
+    return (timezone.now() - timedelta(seconds=seconds)).isoformat()
+
+
 def test_live_chain_has_the_documented_shape(user_client, broker_account):
     chain = build_book(broker_account, EXPIRY)
-    publish(broker_account, chain)
+    serve(broker_account, chain)
     response = live(user_client)  # no expiry: the nearest
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "success"
+    assert set(body) == {"status", "freshness", "data"}
+    assert set(body["freshness"]) == FRESHNESS_KEYS
+    assert (body["freshness"]["state"], body["freshness"]["words"]) == ("live", "Live")
+    assert body["freshness"]["as_of"] == body["data"]["as_of"]
     data = body["data"]
     assert set(data) == DATA_KEYS
     assert (data["underlying"], data["expiry"], data["source"]) == (
@@ -70,7 +91,7 @@ def test_live_chain_has_the_documented_shape(user_client, broker_account):
 
 
 def test_explicit_expiry_is_served(user_client, broker_account):
-    publish(broker_account, build_book(broker_account, LATER))
+    serve(broker_account, build_book(broker_account, LATER))
     response = live(user_client, expiry=LATER.isoformat())
     assert response.status_code == 200
     assert response.json()["data"]["expiry"] == LATER.isoformat()
@@ -93,7 +114,7 @@ def test_anonymous_is_refused_with_401(anonymous, broker_account):
 
 def test_public_setting_opens_the_api(anonymous, broker_account, settings):
     settings.CHAINS_PUBLIC = True
-    publish(broker_account, build_book(broker_account, EXPIRY))
+    serve(broker_account, build_book(broker_account, EXPIRY))
     assert live(anonymous).status_code == 200
 
 
@@ -127,7 +148,7 @@ def test_untracked_expiry_answers_404_listing_valid_ones(user_client, broker_acc
 
 
 def test_missing_credentials_answer_503_with_last_known_data(user_client, broker_account):
-    publish(broker_account, build_book(broker_account, EXPIRY))
+    serve(broker_account, build_book(broker_account, EXPIRY))
     broker_account.set_access_token("")
     broker_account.save()
     response = live(user_client)
@@ -137,10 +158,14 @@ def test_missing_credentials_answer_503_with_last_known_data(user_client, broker
     assert "an admin must add it in admin → Broker accounts" in body["message"]
     assert body["data"]["source"] == "last_known"
     assert body["data"]["strikes"]
+    # Ticks may still arrive, but a failed answer is never live: stale, with the reason.
+    assert body["freshness"]["state"] == "stale"
+    assert body["freshness"]["words"].startswith("Last known as of ")
+    assert body["freshness"]["reason"] == body["message"]
 
 
 def test_expired_token_answers_503_token_expired(user_client, broker_account):
-    publish(broker_account, build_book(broker_account, EXPIRY))
+    serve(broker_account, build_book(broker_account, EXPIRY))
     broker_account.status = AccountStatus.TOKEN_EXPIRED
     broker_account.save()
     response = live(user_client)
@@ -161,8 +186,12 @@ def test_feed_down_serves_last_known_snapshot_from_redis(user_client, broker_acc
     assert response.status_code == 503
     body = response.json()
     assert body["code"] == "feed_down"
-    assert "runfeed" in body["message"]
+    assert body["message"] == (
+        "No feed worker is running for account 'main': start "
+        "`python manage.py runfeed --account main`."
+    )
     assert body["data"]["source"] == "last_known"
+    assert body["freshness"]["state"] == "stale"
 
 
 def test_feed_down_serves_the_persisted_snapshot_from_the_database(user_client, broker_account):
@@ -179,13 +208,78 @@ def test_feed_down_serves_the_persisted_snapshot_from_the_database(user_client, 
     assert body["data"]["seq"] == chain.seq
 
 
-def test_feed_in_backoff_is_feed_down(user_client, broker_account):
-    publish(broker_account, build_book(broker_account, EXPIRY), feed_state="backoff")
-    assert live(user_client).json()["code"] == "feed_down"
+def test_feed_reconnecting_says_so_not_start_runfeed(user_client, broker_account):
+    serve(broker_account, build_book(broker_account, EXPIRY), state="backoff",
+          error="ConnectionClosed: no close frame received")  # fmt: skip
+    body = live(user_client).json()
+    assert body["code"] == "feed_down"
+    assert body["message"].startswith(
+        "The feed of account 'main' lost its connection (ConnectionClosed: no close frame "
+        "received) and is reconnecting"
+    )
+    assert "start" not in body["message"]
+    assert body["freshness"]["state"] == "stale"
+
+
+def test_feed_waiting_for_a_token_says_what_an_admin_must_do(user_client, broker_account):
+    serve(broker_account, build_book(broker_account, EXPIRY), state="token_wait",
+          error="DhanHQ says the access token has expired")  # fmt: skip
+    message = live(user_client).json()["message"]
+    assert message.startswith("The feed of account 'main' waits for a new access token")
+    assert "an admin must" in message and "runfeed" not in message
+    assert "token_wait" not in message
+
+
+def test_a_feed_record_whose_heartbeat_stopped_is_not_live(user_client, broker_account):
+    # A kill -9'd worker's key outlives it by up to its TTL: the heartbeat says it is gone.
+    serve(broker_account, build_book(broker_account, EXPIRY), updated_at=ago(20),
+          heartbeat_seconds=1.0, last_tick_at=ago(20))  # fmt: skip
+    response = live(user_client)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "feed_down"
+    assert "stopped reporting at" in body["message"]
+    assert body["data"]["source"] == "last_known"
+    assert body["freshness"]["state"] == "stale"
+
+
+def test_a_feed_record_written_without_the_lock_is_not_live(user_client, broker_account):
+    serve(broker_account, build_book(broker_account, EXPIRY), lock_held=False)
+    body = live(user_client).json()
+    assert body["code"] == "feed_down"
+    assert "lost the account's feed lock" in body["message"]
+
+
+def test_quiet_and_closed_chains_answer_200_saying_so(user_client, broker_account):
+    chain = build_book(broker_account, EXPIRY)
+    serve(broker_account, chain, state="quiet", last_tick_at=ago(42),
+          market={"NSE_FO": "NORMAL_OPEN"})  # fmt: skip
+    body = live(user_client).json()
+    assert body["status"] == "success" and body["data"]["source"] == "live"
+    assert body["freshness"]["state"] == "quiet"
+    assert body["freshness"]["words"] in {"No ticks for 42 s", "No ticks for 43 s"}
+    serve(broker_account, chain, state="quiet", last_tick_at=ago(600),
+          market={"NSE_FO": "NORMAL_CLOSE"})  # fmt: skip
+    body = live(user_client).json()
+    assert (body["freshness"]["state"], body["freshness"]["words"]) == ("closed", "Market closed")
+
+
+def test_the_cached_live_answer_still_follows_the_feeds_freshness(user_client, broker_account):
+    chain = build_book(broker_account, EXPIRY)
+    serve(broker_account, chain)
+    assert live(user_client).json()["freshness"]["state"] == "live"
+    # Same snapshot (the cached bytes), but the ticks stopped: the answer says so.
+    write_feed(broker_account.name, feed_record(timezone.now(), account=broker_account.name,
+                                                state="quiet", last_tick_at=ago(30),
+                                                market={"NSE_FO": "NORMAL_OPEN"}))  # fmt: skip
+    assert live(user_client).json()["freshness"]["state"] == "quiet"
+    write_feed(broker_account.name, feed_record(timezone.now(), updated_at=ago(30)))
+    body = live(user_client).json()
+    assert body["code"] == "feed_down" and body["freshness"]["state"] == "stale"
 
 
 def test_live_feed_but_unpopulated_chain_answers_not_populated(user_client, broker_account):
-    publish(broker_account, build_book(broker_account, EXPIRY), ready=False)
+    serve(broker_account, build_book(broker_account, EXPIRY), ready=False)
     response = live(user_client)
     assert response.status_code == 503
     assert response.json()["code"] == "not_populated"
@@ -206,7 +300,7 @@ def test_live_answer_is_built_once_per_snapshot_and_follows_new_ones(
     user_client, broker_account, monkeypatch
 ):
     chain = build_book(broker_account, EXPIRY)
-    publish(broker_account, chain)
+    serve(broker_account, chain)
     reads = []
     original = store.read_snapshot
     monkeypatch.setattr(store, "read_snapshot", lambda *a: reads.append(a) or original(*a))
@@ -216,7 +310,7 @@ def test_live_answer_is_built_once_per_snapshot_and_follows_new_ones(
     assert first.json()["data"]["seq"] == chain.seq
     chain.dirty.add(next(iter(chain.legs)))
     chain.flush(timezone.now())
-    publish(broker_account, chain)
+    serve(broker_account, chain)
     newer = live(user_client)
     assert newer.json()["data"]["seq"] == chain.seq == first.json()["data"]["seq"] + 1
     assert len(reads) == 2
@@ -225,18 +319,20 @@ def test_live_answer_is_built_once_per_snapshot_and_follows_new_ones(
 def test_cached_live_answer_equals_the_full_answer(user_client, broker_account):
     from chains import api, selectors
 
-    publish(broker_account, build_book(broker_account, EXPIRY))
+    serve(broker_account, build_book(broker_account, EXPIRY))
     body = live(user_client).json()
     view = selectors.chain_view(*selectors.resolve("NIFTY", None))
-    assert body == {"status": "success", "data": api.api_data(view.data)}
+    assert body["data"] == api.api_data(view.data)
+    assert body["freshness"]["state"] == view.freshness.state == "live"
+    assert body["freshness"]["as_of"] == view.freshness.to_json()["as_of"]
 
 
 def test_a_restarted_feed_with_the_same_seq_is_not_served_from_the_cache(
     user_client, broker_account
 ):
-    publish(broker_account, build_book(broker_account, EXPIRY, forward=26_040.0))
+    serve(broker_account, build_book(broker_account, EXPIRY, forward=26_040.0))
     before = live(user_client).json()["data"]
-    publish(broker_account, build_book(broker_account, EXPIRY, forward=26_400.0))  # seq 1 again
+    serve(broker_account, build_book(broker_account, EXPIRY, forward=26_400.0))  # seq 1 again
     after = live(user_client).json()["data"]
     assert after["seq"] == before["seq"] and after["as_of"] != before["as_of"]
     assert after["forward"] != before["forward"]
@@ -247,7 +343,7 @@ def test_resolution_is_reused_briefly_and_forgotten_when_a_chain_is_saved(
 ):
     from chains import api
 
-    publish(broker_account, build_book(broker_account, EXPIRY))
+    serve(broker_account, build_book(broker_account, EXPIRY))
     assert live(user_client).status_code == 200
     TrackedChain.objects.update(enabled=False)  # no signal: the cached resolution still holds
     assert live(user_client).status_code == 200
