@@ -301,8 +301,10 @@ function renderFreshness() {
 function applyStatus(msg) {
   if (msg.freshness) fresh = msg.freshness;
   else if (msg.code) fresh = staleFreshness(msg.message); // e.g. store_unavailable
-  else if (msg.source === "live") {
-    fresh = { state: "live", words: "Live", reason: "", as_of: data?.as_of ?? fresh.as_of, seconds_since_tick: 0 };
+  else if (msg.feed_state === "live" || msg.feed_state === "quiet") { // a server without freshness
+    const live = msg.feed_state === "live";
+    fresh = { state: msg.feed_state, words: live ? "Live" : "No recent ticks", reason: "",
+      as_of: data?.as_of ?? fresh.as_of, seconds_since_tick: live ? 0 : null };
   }
   freshAt = Date.now();
   const feed = document.getElementById("feed");

@@ -254,6 +254,13 @@ def test_the_badge_follows_status_messages_and_a_closed_socket_is_stale(stored_c
     assert badge(page) == "Last known as of 15:29:58"
     ws.send(status("live", "Live", as_of=snapshot["as_of"], seconds=0))
     shows("Live")
+    # A status without a freshness object (an older server) is judged by its feed state.
+    ws.send(json.dumps({"type": "status", "feed_state": "quiet", "source": "live", "code": None,
+                        "message": ""}))  # fmt: skip
+    shows("No recent ticks")
+    ws.send(json.dumps({"type": "status", "feed_state": "live", "source": "live", "code": None,
+                        "message": ""}))  # fmt: skip
+    shows("Live")
     # The socket closes: stale at once, with the last as-of time, not "Live".
     ws.close(code=1011, reason="server gone")
     page.wait_for_selector("#stale:not([hidden])", state="attached", timeout=5_000)
