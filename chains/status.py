@@ -2,14 +2,18 @@
 
 Both show ``selectors.system_status()``: accounts and their tokens, feed workers, chains and
 the periodic tasks' last outcomes. The page needs a login (redirect); the API answers 401 JSON
-to anonymous callers, never a redirect.
+to anonymous callers, never a redirect. While Redis (feeds, chains, counters) does not answer,
+the API answers 503 ``{"status": "error", "code": "store_unavailable", "message"}`` and the
+page says so with status 503; both recover by themselves when Redis answers again.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
+import redis
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -18,6 +22,15 @@ from django.views.decorators.http import require_GET
 
 from . import selectors
 from .api import error, http_response
+
+logger = logging.getLogger(__name__)
+
+STORE_UNAVAILABLE = "store_unavailable"
+STORE_DOWN = (
+    "The chain store (Redis) does not answer, so feed workers, chains and counters cannot be "
+    'shown: check that Redis runs at REDIS_URL (redis-cli -u "$REDIS_URL" ping). This '
+    "status answers again by itself when Redis does."
+)
 
 # Keys of system_status() rows that hold ISO times; the page shows them as Indian time.
 _TIMES = ("token_expires_at", "last_checked_at", "connected_since", "updated_at", "as_of",
@@ -30,13 +43,23 @@ def status_api(request: HttpRequest) -> HttpResponse:
         return http_response(
             error(401, "unauthenticated", "Log in at /accounts/login/ to see the status.")
         )
-    return JsonResponse({"status": "success", "data": selectors.system_status()})
+    try:
+        status = selectors.system_status()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        logger.error("Status API: Redis does not answer: %s", exc)
+        return http_response(error(503, STORE_UNAVAILABLE, STORE_DOWN))
+    return JsonResponse({"status": "success", "data": status})
 
 
 @require_GET
 @login_required
 def status_page(request: HttpRequest) -> HttpResponse:
-    status = selectors.system_status()
+    try:
+        status = selectors.system_status()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        logger.error("Status page: Redis does not answer: %s", exc)
+        context = {"code": STORE_UNAVAILABLE, "message": STORE_DOWN}
+        return render(request, "chains/unavailable.html", context, status=503)
     context = {
         "time": _local(status["time"]),
         "accounts": [

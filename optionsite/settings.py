@@ -187,10 +187,30 @@ if urlsplit(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
 
 CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER", "redis")
 if CHANNEL_LAYER_BACKEND == "redis":
+    # Waiting for a message is not an error. channels-redis 4.3 waits with a blocking pop
+    # (BZPOPMIN) of RedisChannelLayer.brpop_timeout = 5 s and loops; redis-py's default read
+    # timeout is 5 s too, so a quiet chain's read raced its own pop and raised TimeoutError
+    # (every viewer closed 1011 and reconnected every ~5 s). Reads here wait 3x the pop; a
+    # connection still fails fast and an idle one is pinged before use (a restarted Redis is
+    # reconnected, not an error). Consumers re-add their group every 10 s
+    # (chains.consumers.GROUP_REFRESH_SECONDS), so group_expiry only has to outlive that: the
+    # channels of a crashed web process leave their groups within minutes instead of a day.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 15.0,
+                        "socket_connect_timeout": 2.0,
+                        "health_check_interval": 10,
+                    }
+                ],
+                "capacity": 1000,
+                "expiry": 30,
+                "group_expiry": 300,
+            },
         }
     }
 elif CHANNEL_LAYER_BACKEND == "memory":

@@ -1,26 +1,38 @@
-"""The live WebSocket through the real ASGI stack and the Redis channel layer."""
+"""The live WebSocket through the real ASGI stack and the Redis channel layer.
+
+Every test runs on its own ``redis-server``: a flush by another test (of this run or of a
+concurrent one) never reaches it, and a test may flush or corrupt it on purpose.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from channels_redis.core import RedisChannelLayer
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from chains import store
+from chains import consumers, store
 from optionsite.asgi import application
+from tests.redis_server import RedisServer, use_in_process
 
 from .fixtures import EXPIRY, LATER, build_book, publish, tracked
+from .test_freshness import feed_record, write_feed
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.asyncio,
-    pytest.mark.usefixtures("clean_redis"),
-]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 ORIGIN = (b"origin", b"http://localhost")
+
+
+@pytest.fixture(autouse=True)
+def redis_server() -> Iterator[RedisServer]:
+    """This test's own Redis, which REDIS_URL, the channel layer and the clients point at."""
+    with RedisServer() as server, use_in_process(server):
+        yield server
 
 
 def session_cookie() -> bytes:
@@ -30,11 +42,20 @@ def session_cookie() -> bytes:
     return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
+def live_feed(account: str) -> None:
+    """The account's feed worker status: connected, holding its lock, a tick just now."""
+    now = timezone.now()
+    record = feed_record(now, last_tick_at=now.isoformat(), heartbeat_seconds=60.0,
+                         market={"NSE_FNO": "NORMAL_OPEN"})  # fmt: skip
+    write_feed(account, record)
+
+
 @pytest.fixture
 def world(tmp_path):
     account = tracked(tmp_path, "dhan")
     chain = build_book(account, EXPIRY)
-    publish(account, chain)
+    publish(account, chain, feed_state=None)
+    live_feed(account.name)
     return account, chain, session_cookie()
 
 
@@ -62,8 +83,9 @@ async def test_connect_sends_snapshot_then_status(world):
     assert snapshot["data"]["expiry"] == EXPIRY.isoformat()
     assert snapshot["data"]["source"] == "live"
     assert set(snapshot["data"]["strikes"]) == {"25900", "26000", "26100", "26200"}
-    assert status == {"type": "status", "feed_state": "live", "source": "live", "code": None,
-                      "message": ""}  # fmt: skip
+    assert (status["type"], status["feed_state"], status["source"], status["code"]) == (
+        "status", "live", "live", None)  # fmt: skip
+    assert (status["freshness"]["state"], status["freshness"]["words"]) == ("live", "Live")
     await ws.disconnect()
 
 
@@ -112,14 +134,14 @@ async def test_a_restarted_feed_worker_resyncs_clients_instead_of_being_ignored(
     for _ in range(5):  # the first worker has flushed a while: its seq is ahead
         chain.dirty.add(next(iter(chain.legs)))
         chain.flush(timezone.now())
-    await sync_to_async(publish)(account, chain)
+    await sync_to_async(publish)(account, chain, feed_state=None)
     ws, snapshot, _ = await connected(cookie)
     assert snapshot["seq"] == chain.seq == 6
     # The worker restarts: a new book counts from 1 again, writes its snapshot, then its delta.
     restarted = await sync_to_async(build_book)(account, EXPIRY, forward=26_400.0)
     restarted.dirty.add(next(iter(restarted.legs)))
     delta = restarted.flush(timezone.now())
-    await sync_to_async(publish)(account, restarted)
+    await sync_to_async(publish)(account, restarted, feed_state=None)
     assert delta["seq"] == 2 < chain.seq and restarted.run != chain.run
     await get_channel_layer().group_send(
         store.group_name("NIFTY", EXPIRY), {"type": "chain.delta", **delta}
@@ -130,7 +152,7 @@ async def test_a_restarted_feed_worker_resyncs_clients_instead_of_being_ignored(
     # …and the new run's next delta is forwarded as a delta.
     restarted.dirty.add(next(iter(restarted.legs)))
     following = restarted.flush(timezone.now())
-    await sync_to_async(publish)(account, restarted)
+    await sync_to_async(publish)(account, restarted, feed_state=None)
     await get_channel_layer().group_send(
         store.group_name("NIFTY", EXPIRY), {"type": "chain.delta", **following}
     )
@@ -196,3 +218,101 @@ async def test_bad_parameters_close_with_a_clear_code(world, path, code, name):
     assert error["type"] == "error" and error["code"] == name and error["message"]
     closed = await ws.receive_output(timeout=5)
     assert closed["type"] == "websocket.close" and closed["code"] == code
+
+
+# --- a quiet chain, bad frames, lost membership, a failing watcher ---------------------------
+
+
+@pytest.fixture
+def quiet(tmp_path, redis_server):
+    """A published chain whose feed worker writes nothing more (no status record either): no
+    delta comes unless the test sends one."""
+    account = tracked(tmp_path, "dhan")
+    chain = build_book(account, EXPIRY)
+    publish(account, chain, feed_state=None)
+    return account, chain, session_cookie(), redis_server
+
+
+def delta(chain, seq: int) -> dict:
+    return {"type": "chain.delta", "run": chain.run, "seq": seq, "legs": {}}
+
+
+async def test_the_channel_layer_reads_wait_longer_than_its_own_blocking_pop():
+    """A read that times out before channels-redis' blocking pop answers (BZPOPMIN, 5 s) turns
+    every quiet moment into an error; connecting must still fail fast."""
+    layer = get_channel_layer()
+    kwargs = layer.create_pool(0).connection_kwargs
+    assert kwargs["socket_timeout"] >= 2 * RedisChannelLayer.brpop_timeout
+    assert 0 < kwargs["socket_connect_timeout"] <= RedisChannelLayer.brpop_timeout
+    assert kwargs["health_check_interval"] > 0
+    # Consumers re-add their group well within its expiry.
+    assert layer.group_expiry >= 10 * consumers.GROUP_REFRESH_SECONDS
+
+
+async def test_a_quiet_chain_keeps_its_socket_open_past_the_layers_blocking_pop(quiet):
+    """No delta for longer than redis-py's default read timeout and channels-redis' blocking
+    pop (5 s each): the socket stays open and silent, and the next delta still arrives."""
+    _, chain, cookie, _ = quiet
+    ws, snapshot, _ = await connected(cookie)
+    assert await ws.receive_nothing(timeout=12, interval=0.2)
+    assert not ws.future.done()  # the consumer did not end (a 1011 close in a browser)
+    await get_channel_layer().group_send(
+        store.group_name("NIFTY", EXPIRY), delta(chain, snapshot["seq"] + 1)
+    )
+    message = await ws.receive_json_from(timeout=5)
+    assert (message["type"], message["seq"]) == ("delta", snapshot["seq"] + 1)
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize("frame", [{"text": "resync please"}, {"text": '{"type"'}, {"text": ""},
+                                   {"bytes": b"\x00\x01"}])  # fmt: skip
+async def test_a_frame_that_is_not_json_text_gets_bad_request_and_the_socket_stays_open(
+    quiet, frame
+):
+    _, _, cookie, _ = quiet
+    ws, _, _ = await connected(cookie)
+    await ws.send_input({"type": "websocket.receive", **frame})
+    error = await ws.receive_json_from(timeout=5)
+    assert (error["type"], error["code"]) == ("error", "bad_request")
+    assert "JSON" in error["message"]
+    await ws.send_json_to({"type": "resync"})  # still open and serving
+    assert (await ws.receive_json_from(timeout=5))["type"] == "snapshot"
+    await ws.disconnect()
+
+
+async def test_a_consumer_whose_group_was_lost_unnoticed_joins_it_again(quiet, monkeypatch):
+    """Redis loses its keys without dropping a connection (a flush, a failover to a replica
+    that lagged): the consumer re-adds its group by itself and the chain streams again."""
+    monkeypatch.setattr(consumers, "GROUP_REFRESH_SECONDS", 1.0, raising=False)
+    account, chain, cookie, server = quiet
+    ws, snapshot, _ = await connected(cookie)
+    flushed = server.client()
+    await sync_to_async(flushed.flushdb)()
+    flushed.close()
+    await sync_to_async(publish)(account, chain, feed_state=None)  # the feed worker rewrites
+    group, seq, message = store.group_name("NIFTY", EXPIRY), snapshot["seq"], None
+    for _ in range(60):  # a delta per try until one reaches the consumer
+        seq += 1
+        await get_channel_layer().group_send(group, delta(chain, seq))
+        if not await ws.receive_nothing(timeout=0.5):
+            message = await ws.receive_json_from()
+            if message["type"] != "status":
+                break
+    assert message is not None and message["type"] in {"delta", "snapshot"}, message
+    await ws.disconnect()
+
+
+async def test_a_watcher_that_fails_closes_the_socket_with_a_named_code(quiet, caplog):
+    """The status watcher must not die unseen: a failure it cannot recover from (here a
+    corrupt record in Redis) is logged with its traceback and the socket closes 4500, which
+    the browser answers by reconnecting."""
+    _, _, cookie, server = quiet
+    ws, _, _ = await connected(cookie)
+    corrupt = server.client()
+    await sync_to_async(corrupt.set)(store.meta_key("NIFTY", EXPIRY), b"{not json")
+    corrupt.close()
+    while (output := await ws.receive_output(timeout=10))["type"] == "websocket.send":
+        pass  # a status may come first
+    assert (output["type"], output["code"]) == ("websocket.close", consumers.CLOSE_SERVER_ERROR)
+    assert "reconnect" in output["reason"]
+    assert any(r.exc_info and "watcher" in r.getMessage() for r in caplog.records)

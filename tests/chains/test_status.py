@@ -24,6 +24,7 @@ from chains.selectors import NEVER_RUN
 from tests.brokers.factories import dhan_account, upstox_account
 from tests.chains.fixtures import EXPIRY, LATER, build_book, publish, tracked
 from tests.chains.test_freshness import feed_record, write_feed
+from tests.redis_server import RedisServer, use_in_process
 
 pytestmark = [pytest.mark.django_db]
 
@@ -293,3 +294,25 @@ def test_the_page_shows_not_due_yet_without_start_celery(user_client):
     assert "Not due yet — next at" in page
     assert "start `celery" not in page and "start <code>celery" not in page
 
+
+# --- Redis down ----------------------------------------------------------------------------------
+
+
+def test_the_api_and_the_page_say_store_unavailable_while_redis_is_down_and_recover(user_client):
+    dhan_account("main")
+    with RedisServer() as server, use_in_process(server):
+        assert user_client.get("/api/v2/status").status_code == 200
+        server.stop()
+        response = user_client.get("/api/v2/status")
+        assert response.status_code == 503
+        assert response["Content-Type"] == "application/json"
+        body = response.json()
+        assert (body["status"], body["code"]) == ("error", "store_unavailable")
+        assert "REDIS_URL" in body["message"]
+        page = user_client.get("/status/")
+        assert page.status_code == 503
+        assert "store_unavailable" in page.content.decode()
+        assert "REDIS_URL" in page.content.decode()
+        server.start()  # back, empty: both answer again without a restart of the web process
+        assert api(user_client)["feeds"][0]["state"] == "not running"
+        assert user_client.get("/status/").status_code == 200
