@@ -3,6 +3,10 @@
 An adapter turns an account's settings into a feed URL, subscribe messages, decoded events and
 REST calls (spot prices, option chains normalised to chain-book fields, a token check). No
 Django here: the worker passes an ``AccountConfig`` read from the database.
+
+An adapter's REST calls are paced by the account's limits shared through Redis
+(``brokers.ratelimit``, keyed by account name): every adapter of one account, in any process,
+spends one budget. Close an adapter with ``aclose()`` in the event loop that used it.
 """
 
 from __future__ import annotations
@@ -10,18 +14,27 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .dhan import codec as dhan_codec
 from .dhan import messages as dhan_messages
 from .dhan.codec import DISCONNECT_REASONS
 from .dhan.rest import DhanRestClient
 from .exceptions import BrokerError, UnknownBrokerKind
-from .ratelimit import DhanLimiters, RateLimiter, dhan_limiters, upstox_limiter
+from .ratelimit import (
+    DhanLimiters,
+    RateLimiter,
+    SlotBook,
+    shared_dhan_limiters,
+    shared_upstox_limiter,
+)
 from .secret import Secret
 from .upstox import codec as upstox_codec
 from .upstox import messages as upstox_messages
 from .upstox.rest import UpstoxRestClient
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 # Dhan disconnect reasons that no retry can fix, and the account status each one means.
 DHAN_PERMANENT_REASONS = {
@@ -86,8 +99,11 @@ class FeedAdapter:
     kind: ClassVar[str]
     binary_requests: ClassVar[bool]
 
-    def __init__(self, config: AccountConfig) -> None:
+    def __init__(self, config: AccountConfig, *, redis: aioredis.Redis | None = None) -> None:
+        """``redis``: where the account's shared rate limits live (default: REDIS_URL)."""
         self.config = config
+        # Makes no connection until a shared limiter first reserves a slot.
+        self.book = SlotBook(config.name, broker=self.kind, redis=redis)
 
     async def feed_url(self) -> tuple[str, str]:
         """(URL to open, the same URL safe to log)."""
@@ -116,7 +132,7 @@ class FeedAdapter:
         raise NotImplementedError
 
     async def aclose(self) -> None:
-        """Close the REST client."""
+        """Close the REST client and the Redis client of the account's shared limits."""
 
 
 class DhanAdapter(FeedAdapter):
@@ -124,13 +140,20 @@ class DhanAdapter(FeedAdapter):
     binary_requests = False
     decode = staticmethod(dhan_codec.decode_frame)
 
-    def __init__(self, config: AccountConfig, *, limiters: DhanLimiters | None = None) -> None:
-        super().__init__(config)
+    def __init__(
+        self,
+        config: AccountConfig,
+        *,
+        limiters: DhanLimiters | None = None,
+        redis: aioredis.Redis | None = None,
+    ) -> None:
+        """``limiters`` default: the account's, shared through Redis (see FeedAdapter)."""
+        super().__init__(config, redis=redis)
         self.rest = DhanRestClient(
             config.rest_base_url,
             config.client_id,
             config.access_token,
-            limiters=limiters or dhan_limiters(),
+            limiters=limiters if limiters is not None else shared_dhan_limiters(self.book),
         )
 
     async def feed_url(self) -> tuple[str, str]:
@@ -206,7 +229,10 @@ class DhanAdapter(FeedAdapter):
         return profile.token_validity
 
     async def aclose(self) -> None:
-        await self.rest.aclose()
+        try:
+            await self.rest.aclose()
+        finally:
+            await self.book.aclose()
 
     @staticmethod
     def disconnect_status(reason_code: int) -> str | None:
@@ -227,12 +253,19 @@ class UpstoxAdapter(FeedAdapter):
     binary_requests = True
     decode = staticmethod(upstox_codec.decode_frame)
 
-    def __init__(self, config: AccountConfig, *, limiter: RateLimiter | None = None) -> None:
-        super().__init__(config)
+    def __init__(
+        self,
+        config: AccountConfig,
+        *,
+        limiter: RateLimiter | None = None,
+        redis: aioredis.Redis | None = None,
+    ) -> None:
+        """``limiter`` default: the account's, shared through Redis (see FeedAdapter)."""
+        super().__init__(config, redis=redis)
         self.rest = UpstoxRestClient(
             config.rest_base_url,
             access_token=config.access_token,
-            limiter=limiter or upstox_limiter(),
+            limiter=limiter if limiter is not None else shared_upstox_limiter(self.book),
         )
 
     async def feed_url(self) -> tuple[str, str]:
@@ -290,16 +323,25 @@ class UpstoxAdapter(FeedAdapter):
         return None  # the profile does not say; tokens expire at 03:30 IST
 
     async def aclose(self) -> None:
-        await self.rest.aclose()
+        try:
+            await self.rest.aclose()
+        finally:
+            await self.book.aclose()
 
 
 ADAPTERS: dict[str, type[FeedAdapter]] = {"dhan": DhanAdapter, "upstox": UpstoxAdapter}
 
 
-def adapter_for(config: AccountConfig) -> FeedAdapter:
-    """The adapter of the account's broker kind; UnknownBrokerKind for an unregistered kind."""
+def adapter_for(config: AccountConfig, *, redis: aioredis.Redis | None = None) -> FeedAdapter:
+    """The adapter of the account's broker kind; UnknownBrokerKind for an unregistered kind.
+
+    Its REST calls share the account's rate limits with every other adapter of the account
+    (same ``config.name``) in every process, through ``redis`` (default: REDIS_URL, a client
+    made on first use and closed by the adapter's ``aclose()``; an injected one is the
+    caller's to close).
+    """
     try:
         cls = ADAPTERS[config.kind]
     except KeyError:
         raise UnknownBrokerKind(f"No feed adapter for broker kind {config.kind!r}.") from None
-    return cls(config)
+    return cls(config, redis=redis)
