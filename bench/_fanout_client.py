@@ -12,6 +12,9 @@ time). On ``report`` each client's reconstructed chain is reduced to a SHA-256 d
 the results are written to ``--out`` as JSON. Identical message texts are parsed once per
 process (the clients of a chain receive the same bytes; each client still applies every message
 to its own state, so a missing or reordered message still shows as a divergence).
+
+``ChainReplica`` is that reconstruction on its own (no socket, no timing): the chaos tests and
+``bench/chaos.py`` rebuild their clients' chains with it too.
 """
 
 from __future__ import annotations
@@ -63,16 +66,84 @@ class Shared:
         return value
 
 
-class Client:
-    def __init__(self, shared: Shared, url: str, origin: str, underlying: str) -> None:
-        self.shared, self.url, self.origin, self.underlying = shared, url, origin, underlying
+class ChainReplica:
+    """One chain rebuilt from the consumer's messages exactly as a browser rebuilds it.
+
+    ``apply`` takes each parsed message: a ``snapshot`` replaces the whole state; a ``delta``
+    with the next ``seq`` updates the legs it names (and the header when it carries one); an
+    older ``seq`` is ignored (``stale``), a jump is counted (``gaps``: the consumer sends a
+    snapshot instead, so a gap seen here is a bug). ``status`` messages are kept with their
+    receipt time; the writer ``run`` a message names (when it names one) is noted in ``runs``
+    (consecutive repeats collapsed), so a return to an earlier writer shows. Shared by the
+    fan-out benchmark and the chaos tests (tests/chaos).
+    """
+
+    def __init__(self) -> None:
         self.seq: int | None = None
         self.as_of: str | None = None
         self.header: dict[str, Any] = {}
         self.strikes: dict[str, dict[str, Any]] = {}
         self.snapshots = self.deltas = self.gaps = self.stale = self.other = 0
+        self.runs: list[str] = []
+        self.statuses: list[tuple[float, dict[str, Any]]] = []
+
+    def apply(self, message: dict[str, Any], received: float) -> None:
+        kind = message.get("type")
+        if kind == "snapshot":
+            self.snapshots += 1
+            data = message.get("data") or {}
+            self._note_run(message.get("run") or data.get("run"))
+            self.seq, self.as_of = message.get("seq"), data.get("as_of")
+            self.header = {k: data.get(k) for k in HEADER}
+            self.strikes = {k: dict(v) for k, v in (data.get("strikes") or {}).items()}
+            return
+        if kind != "delta":
+            self.other += 1
+            if kind == "status":
+                self.statuses.append((received, message))
+            return
+        self._note_run(message.get("run"))
+        seq = message["seq"]
+        if self.seq is not None and seq <= self.seq:
+            self.stale += 1
+            return
+        if self.seq is not None and seq != self.seq + 1:
+            self.gaps += 1  # the consumer sends a snapshot instead: a gap here is a bug
+        self.deltas += 1
+        self.seq, self.as_of = seq, message.get("as_of")
+        if message.get("header"):
+            self.header.update({k: message["header"].get(k) for k in HEADER})
+        self.apply_legs(message["legs"], received)
+
+    def apply_legs(self, legs: dict[str, dict[str, Any]], received: float) -> int:
+        """Put every leg of a delta in place; returns how many legs it named."""
+        strikes = self.strikes
+        count = 0
+        for strike, sides in legs.items():
+            row = strikes.get(strike)
+            if row is None:
+                row = strikes[strike] = {}
+            row.update(sides)
+            count += len(sides)
+        return count
+
+    def _note_run(self, run: str | None) -> None:
+        if run is not None and (not self.runs or self.runs[-1] != run):
+            self.runs.append(run)
+
+    def digest(self) -> str:
+        return state_digest(self.seq, self.as_of, self.header, self.strikes)
+
+
+class Client(ChainReplica):
+    """A replica fed by its own WebSocket connection, timing every new tick it receives."""
+
+    def __init__(self, shared: Shared, url: str, origin: str, underlying: str) -> None:
+        super().__init__()
+        self.shared, self.url, self.origin, self.underlying = shared, url, origin, underlying
         self.connected = False
         self.error: str | None = None
+        self._text_length = 0
 
     async def run(self, ready: asyncio.Event | None) -> None:
         try:
@@ -90,54 +161,34 @@ class Client:
                 ready.set()
 
     def on_message(self, text: str | bytes, received: float) -> None:
+        self._text_length = len(text)
+        self.apply(self.shared.parse(text if isinstance(text, str) else text.decode()), received)
+
+    def apply_legs(self, legs: dict[str, dict[str, Any]], received: float) -> int:
         shared = self.shared
-        message = shared.parse(text if isinstance(text, str) else text.decode())
-        kind = message.get("type")
-        if kind == "snapshot":
-            self.snapshots += 1
-            data = message.get("data") or {}
-            self.seq, self.as_of = message.get("seq"), data.get("as_of")
-            self.header = {k: data.get(k) for k in HEADER}
-            self.strikes = {k: dict(v) for k, v in (data.get("strikes") or {}).items()}
-            return
-        if kind != "delta":
-            self.other += 1
-            return
-        seq = message["seq"]
-        if self.seq is not None and seq <= self.seq:
-            self.stale += 1
-            return
-        if self.seq is not None and seq != self.seq + 1:
-            self.gaps += 1  # the consumer sends a snapshot instead: a gap here is a bug
-        self.deltas += 1
-        self.seq, self.as_of = seq, message.get("as_of")
-        if message.get("header"):
-            self.header.update({k: message["header"].get(k) for k in HEADER})
+        if shared.phase != "measure":
+            return super().apply_legs(legs, received)
         strikes = self.strikes
-        measuring = shared.phase == "measure"
         histogram, stamp = shared.histogram, shared.stamp
-        legs = 0
-        for strike, sides in message["legs"].items():
+        count = 0
+        for strike, sides in legs.items():
             row = strikes.get(strike)
             if row is None:
                 row = strikes[strike] = {}
             for side, leg in sides.items():
                 before = row.get(side)
                 row[side] = leg
-                legs += 1
+                count += 1
                 at = leg.get("exchange_time")
                 # A leg re-sent only because its analytics moved (the forward did) carries an
                 # old exchange time: only a new tick is a delivery to time.
-                if measuring and at and (before is None or before.get("exchange_time") != at):
+                if at and (before is None or before.get("exchange_time") != at):
                     ms = int((received - stamp(at)) * 1000)
                     histogram[min(max(ms, 0), MAX_MS) // BIN_MS] += 1
-        if measuring:
-            shared.received_measuring += 1
-            shared.bytes_measuring += len(text)
-            shared.legs_measuring += legs
-
-    def digest(self) -> str:
-        return state_digest(self.seq, self.as_of, self.header, self.strikes)
+        shared.received_measuring += 1
+        shared.bytes_measuring += self._text_length
+        shared.legs_measuring += count
+        return count
 
 
 def state_digest(seq: Any, as_of: Any, header: dict[str, Any], strikes: dict[str, Any]) -> str:
