@@ -40,9 +40,17 @@ from .store import PREFIX, chain_key, dumps, meta_key, snapshot_meta
 
 # --- 1 and 2: the feed lock -----------------------------------------------------------------------
 
+# Renew when ours. When the key is gone (Redis restarted empty) and the caller still holds it by
+# its own deadline, take it again: nobody else can have held it in between without our key
+# having been absent, and SET NX makes sure nobody holds it now.
 _RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+if not holder and ARGV[3] == '1' then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
 end
 return 0
 """
@@ -51,6 +59,28 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0
+"""
+# Fenced writes: SET KEYS[2..n] only while KEYS[1] (the lock) holds our token — or, when
+# ARGV[2] is '1', while nobody holds it. ARGV[2i-1], ARGV[2i]: value and TTL (ms, 0 = none,
+# -1 = the lock's remaining life, so the key can never outlive the lock) of KEYS[i].
+_FENCED_SET = """
+local holder = redis.call('get', KEYS[1])
+if holder ~= ARGV[1] and not (ARGV[2] == '1' and not holder) then
+  return 0
+end
+local lock_ttl = redis.call('pttl', KEYS[1])
+for i = 2, #KEYS do
+  local ttl = tonumber(ARGV[2 * i])
+  if ttl < 0 then
+    ttl = lock_ttl > 0 and lock_ttl or -ttl
+  end
+  if ttl > 0 then
+    redis.call('set', KEYS[i], ARGV[2 * i - 1], 'PX', ttl)
+  else
+    redis.call('set', KEYS[i], ARGV[2 * i - 1])
+  end
+end
+return 1
 """
 
 Clock = Callable[[], float]
@@ -90,6 +120,9 @@ class FeedLock:
         self.clock = clock
         self.token = secrets.token_hex(16)
         self._valid_until = 0.0
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._fenced_set = client.register_script(_FENCED_SET)
 
     def held(self) -> bool:
         """True while the last successful acquire/renew still covers this moment."""
@@ -109,16 +142,37 @@ class FeedLock:
 
     async def renew(self) -> bool:
         """Extend the TTL; False when the lock was lost (expired or taken by another worker).
+        A key that vanished (Redis restarted empty) is taken again while ``held()``.
         Raises RedisError when Redis fails (``held()`` then runs out by itself)."""
         sent = self.clock()
-        ok = bool(await self.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms))
+        retake = "1" if self.held() else "0"
+        result = await self._renew(keys=[self.key], args=[self.token, self.ttl_ms, retake])
+        ok = bool(result)
         self._valid_until = sent + self.ttl - self.margin if ok else 0.0
         return ok
 
     async def release(self) -> None:
         """Give the lock up (only if still ours). Raises RedisError when Redis fails."""
         self._valid_until = 0.0
-        await self.client.eval(_RELEASE, 1, self.key, self.token)
+        await self._release(keys=[self.key], args=[self.token])
+
+    async def write_if_held(
+        self, items: list[tuple[str, str, float | None]], *, or_free: bool = False
+    ) -> bool:
+        """SET each (key, value, ttl) atomically, only while Redis says this token holds the
+        lock (``or_free``: or nobody does). ``ttl`` in seconds, None for none, or negative:
+        expire with the lock (without a lock, after ``-ttl`` seconds). False: nothing was
+        written — the lock belongs to another worker (or to nobody, without ``or_free``).
+
+        This is the fence of rule 2: a holder that froze mid-flush and woke after a standby
+        took over cannot overwrite the new holder's snapshot. Raises RedisError."""
+        if not or_free and not self.held():
+            return False
+        args: list[str | int] = [self.token, "1" if or_free else "0"]
+        for _key, value, ttl in items:
+            args += [value, round(ttl * 1000) if ttl else 0]
+        keys = [self.key, *(key for key, _, _ in items)]
+        return bool(await self._fenced_set(keys=keys, args=args))
 
     async def holder(self) -> str | None:
         value = await self.client.get(self.key)

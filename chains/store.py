@@ -4,8 +4,8 @@ Keys (prefix ``optionsite:``):
 - ``chain:<UNDERLYING>:<EXPIRY>`` — the chain's full snapshot (API ``data`` shape plus
   ``account``/``broker``), rewritten on every flush that changed the chain, so a consumer that
   resyncs after a gap never gets an older ``seq`` than a delta it already missed.
-- ``feed:<ACCOUNT>`` — the feed worker's status and counters; expires when the worker stops
-  refreshing it, so a missing key means the feed is down.
+- ``feed:<ACCOUNT>`` — the lock holder's status and counters (``chains.feed.status``); it
+  expires with the lock, so a missing key means no worker holds the account.
 - ``counter:channel_gaps`` — deltas consumers found missing (the channel layer drops at
   capacity); shown on the status page.
 - ``rest:<ACCOUNT>`` and ``feedlock:<ACCOUNT>`` — the one-writer rule's keys
@@ -25,7 +25,6 @@ from brokers.connections import async_client, sync_client
 __all__ = ["async_client", "sync_client"]  # the Redis clients chain readers and writers use
 
 PREFIX = "optionsite:"
-FEED_STATUS_TTL = 15  # seconds: a feed worker refreshes its status every second
 GAPS_KEY = f"{PREFIX}counter:channel_gaps"
 
 
@@ -64,6 +63,22 @@ def snapshot_meta(snapshot: dict[str, Any]) -> dict[str, Any]:
     return {k: snapshot.get(k) for k in META_KEYS}
 
 
+def snapshot_items(snapshot: dict[str, Any]) -> list[tuple[str, str, float | None]]:
+    """The (key, value, ttl) pairs that store a chain snapshot and its meta record, for a
+    fenced write (``FeedLock.write_if_held``)."""
+    underlying, expiry = snapshot["underlying"], snapshot["expiry"]
+    return [
+        (chain_key(underlying, expiry), dumps(snapshot), None),
+        (meta_key(underlying, expiry), dumps(snapshot_meta(snapshot)), None),
+    ]
+
+
+def feed_status_item(account: str, status: Any, *, ttl: float) -> tuple[str, str, float]:
+    """The (key, value, ttl) that stores a feed status record, for a fenced write: it expires
+    with the lock (the record of a worker that holds no lock, after ``ttl`` seconds)."""
+    return feed_key(account), dumps(status), -ttl
+
+
 async def write_snapshot(client: aioredis.Redis, snapshot: dict[str, Any]) -> None:
     """Store a chain snapshot (must hold ``underlying``, ``expiry`` and ``seq``) and its small
     meta record (seq, as_of, readiness) for readers that need no prices."""
@@ -73,10 +88,6 @@ async def write_snapshot(client: aioredis.Redis, snapshot: dict[str, Any]) -> No
         pipe.set(chain_key(underlying, expiry), dumps(snapshot))
         pipe.set(meta_key(underlying, expiry), dumps(meta))
         await pipe.execute()
-
-
-async def write_feed_status(client: aioredis.Redis, account: str, status: dict[str, Any]) -> None:
-    await client.set(feed_key(account), dumps(status), ex=FEED_STATUS_TTL)
 
 
 async def clear_feed_status(client: aioredis.Redis, account: str) -> None:

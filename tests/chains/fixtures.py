@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -109,8 +110,14 @@ def publish(account: BrokerAccount, chain: ChainBook, *, ready: bool = True,
         try:
             await store.write_snapshot(client, snapshot)
             if feed_state is not None:
-                status = {"state": feed_state, "error": "", "account": account.name}
-                await store.write_feed_status(client, account.name, status)
+                from tests.chains.test_freshness import feed_record
+
+                # A heartbeat that stays fresh for the test's length (the worker's is 1 s).
+                status = feed_record(
+                    datetime.now(UTC), state=feed_state, account=account.name,
+                    broker=account.kind, heartbeat_seconds=30,
+                )  # fmt: skip
+                await client.set(store.feed_key(account.name), json.dumps(status), ex=60)
         finally:
             await client.aclose()
 

@@ -109,9 +109,8 @@ def test_bad_redis_url_names_variable(monkeypatch):
 
 def test_redis_url_feeds_channels_cache_and_celery(monkeypatch):
     settings = load(monkeypatch, REDIS_URL="redis://cache.internal:6380/3")
-    assert settings["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"] == [
-        "redis://cache.internal:6380/3"
-    ]
+    hosts = settings["CHANNEL_LAYERS"]["default"]["CONFIG"]["hosts"]
+    assert [host["address"] for host in hosts] == ["redis://cache.internal:6380/3"]
     assert settings["CACHES"]["default"]["LOCATION"] == "redis://cache.internal:6380/3"
     assert settings["CELERY_BROKER_URL"] == "redis://cache.internal:6380/3"
 

@@ -48,6 +48,11 @@ class Command(BaseCommand):
         self.stdout.write("Feed stopped.")
 
     async def _run(self, names: list[str], layer: Any) -> None:
+        """One worker per account, each with its own lifecycle: a lost lock or a crash of one
+        is handled inside that worker (stand by, restart) and never stops another. Only a
+        worker that ends by itself without ``stop`` (its configuration became unusable) ends
+        the process — every worker is stopped then, and the command exits non-zero, so a
+        supervisor (systemd ``Restart=on-failure``) restarts it and nothing runs half-alive."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -59,14 +64,28 @@ class Command(BaseCommand):
             for name in names
         ]
         self.stdout.write(f"Feeding {', '.join(names)}. Ctrl-C or SIGTERM stops cleanly.")
+        failed: list[tuple[str, BaseException]] = []
+
+        async def supervised(worker: FeedWorker) -> None:
+            try:
+                await worker.run(stop)
+            except Exception as exc:
+                failed.append((worker.account, exc))
+                logger.error("Feed of %s ended: %s", worker.account, exc, exc_info=exc)
+            else:
+                if stop.is_set():
+                    return
+                failed.append((worker.account, RuntimeError("its worker ended by itself")))
+            stop.set()  # never half-alive: the others stop too, the process exits non-zero
+
         try:
-            results = await asyncio.gather(*(w.run(stop) for w in workers), return_exceptions=True)
+            await asyncio.gather(*(supervised(w) for w in workers))
         finally:
             await redis.aclose()
-        for worker, result in zip(workers, results, strict=True):
-            if isinstance(result, FeedConfigError):
-                raise result
-            if isinstance(result, BaseException):
-                logger.error("Feed of %s crashed", worker.account, exc_info=result)
-                raise CommandError(f"Feed of {worker.account} crashed: {result}")
         await sync_to_async(lambda: None)()
+        for _name, exc in failed:
+            if isinstance(exc, FeedConfigError):
+                raise exc
+        if failed:
+            what = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in failed)
+            raise CommandError(f"Feed stopped because an account's worker ended: {what}")

@@ -17,6 +17,7 @@ from brokers.dhan import encode
 from brokers.exceptions import FeedConfigError
 from brokers.models import AccountStatus, BrokerAccount, Instrument, TrackedChain
 from chains import store
+from chains.feed.session import FeedSession
 from chains.feed.worker import FeedWorker, PermanentFeedError
 from chains.models import ChainSnapshot
 from tests.brokers.factories import (
@@ -64,6 +65,7 @@ async def ready_worker(tmp_path, redis_client, layer) -> FeedWorker:
     await sync_to_async(tracked_dhan)(tmp_path)
     worker = FeedWorker("main", channel_layer=layer, redis=redis_client)
     await worker.verify()
+    assert await worker.lock.acquire()  # the one writer of its chains
     await worker.prepare()
     return worker
 
@@ -251,9 +253,92 @@ async def test_a_backlog_of_frames_still_lets_flushes_and_status_run(tmp_path, r
 
     other = asyncio.create_task(other_task())
     await asyncio.sleep(0)
+    session = FeedSession(
+        account="main", adapter=worker.adapter, settings=worker.settings,
+        counters=worker.counters, health=worker.health, handle=worker.handle_frame,
+    )  # fmt: skip
     with pytest.raises(ConnectionClosed):
-        await worker._receive(BacklogSocket(frame, total), asyncio.Event())
+        await session.receive(BacklogSocket(frame, total), asyncio.Event())
     other.cancel()
     assert worker.counters.frames == total
     during = [n for n in seen if 0 < n < total]
     assert len(during) >= 2, f"the other task ran only at {sorted(set(seen))} frames"
+
+
+# --- supervision ----------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_task_cancelled_by_something_else_is_a_failure_not_a_silent_end():
+    import asyncio
+
+    from chains.feed.worker import TaskDied, guarded
+
+    async def cancelled_from_inside() -> None:  # as a library's stray cancellation does
+        raise asyncio.CancelledError
+
+    with pytest.raises(TaskDied, match="status reporter was cancelled unexpectedly"):
+        await guarded("status reporter", cancelled_from_inside(), asyncio.Event(), forever=True)
+
+
+@pytest.mark.asyncio
+async def test_a_task_that_should_run_until_stop_and_returns_is_a_failure():
+    import asyncio
+
+    from chains.feed.worker import TaskDied, guarded
+
+    async def returns() -> None:
+        return None
+
+    with pytest.raises(TaskDied, match="flusher ended by itself"):
+        await guarded("flusher", returns(), asyncio.Event(), forever=True)
+    stop = asyncio.Event()
+    stop.set()
+    await guarded("flusher", returns(), stop, forever=True)  # asked to stop: fine
+    await guarded("REST prime", returns(), asyncio.Event(), forever=False)  # finite work
+
+
+@pytest.mark.asyncio
+async def test_a_cancellation_by_the_group_passes_through():
+    import asyncio
+
+    from chains.feed.worker import guarded
+
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(guarded("flusher", forever(), asyncio.Event(), forever=True))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.asyncio
+async def test_a_worker_that_lost_its_lock_writes_nothing(tmp_path, redis_client, layer):
+    from chains.feed.publisher import LockLost
+    from chains.ownership import lock_key
+
+    worker = await ready_worker(tmp_path, redis_client, layer)
+    ce = int(leg_id(26_000, "CE"))
+    worker.handle_frame(encode.encode_ticker("NSE_FNO", ce, ltp=80.5, ltt=None), 1.0)
+    await redis_client.set(lock_key("main"), "another-worker")  # its lock expired and was taken
+    with pytest.raises(LockLost, match="another worker holds"):
+        await worker.flush()
+    chain = next(iter(worker.book.chains.values()))
+    assert await store.aread_snapshot(redis_client, chain.underlying, chain.expiry) is None
+    assert not await worker.write_status()  # nor its status over the holder's
+
+
+@pytest.mark.asyncio
+async def test_the_feed_status_lives_no_longer_than_the_lock(tmp_path, redis_client, layer):
+    worker = await ready_worker(tmp_path, redis_client, layer)
+    assert await worker.write_status()
+    lock_ttl = await redis_client.pttl(worker.lock.key)
+    status_ttl = await redis_client.pttl(store.feed_key("main"))  # read after: expires no later
+    assert 0 < status_ttl <= lock_ttl
+    status = store.read_feed_status("main")
+    assert status["lock_held"] is True and status["heartbeat_seconds"] == 1.0

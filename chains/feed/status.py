@@ -1,0 +1,183 @@
+"""The feed worker's status: what it is doing, its counters, and the record it publishes.
+
+The record (``FeedStatus``) is written to Redis every ``status_interval`` seconds by the lock's
+holder only (a fenced write, ``chains.ownership``), with a TTL equal to the lock's: it can never
+outlive the holder it describes. ``updated_at`` is its heartbeat — a reader treats a record
+whose heartbeat is older than a few ``heartbeat_seconds`` as gone (a frozen or killed worker's
+key may live on for up to the TTL) — and ``lock_held`` says whether the writer still held the
+lock when it wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+# What the worker is doing (``FeedStatus.state``).
+STARTING = "starting"
+STANDBY = "standby"  # another worker holds the account's lock
+PREPARING = "preparing"  # lock held: building the books, centring the strike windows
+CONNECTING = "connecting"
+LIVE = "live"  # connected, frames arriving
+QUIET = "quiet"  # connected, pongs arrive, no frame for FEED_QUIET_AFTER seconds
+BACKOFF = "backoff"  # the connection dropped: waiting before the next attempt
+TOKEN_WAIT = "token_wait"  # noqa: S105 - a state: the broker refused the account, waiting for a token
+ERROR = "error"  # a task of the worker died: the session restarts after a pause
+STORE_UNAVAILABLE = "store_unavailable"  # Redis does not answer
+STOPPING = "stopping"
+STOPPED = "stopped"
+STATES = (STARTING, STANDBY, PREPARING, CONNECTING, LIVE, QUIET, BACKOFF, TOKEN_WAIT, ERROR,
+          STORE_UNAVAILABLE, STOPPING, STOPPED)  # fmt: skip
+
+
+class ChainStatus(TypedDict):
+    underlying: str
+    expiry: str
+    legs: int
+    legs_priced: int
+    spot: float | None
+    ready: bool
+    reason: str
+    seq: int
+    as_of: str | None
+
+
+class FeedStatus(TypedDict):
+    """The feed status record in Redis (``optionsite:feed:<account>``)."""
+
+    account: str
+    broker: str | None
+    state: str
+    error: str
+    pid: int
+    updated_at: str  # the heartbeat
+    heartbeat_seconds: float
+    lock_held: bool
+    connected_since: str | None
+    last_frame_at: str | None
+    last_frame_age: float | None
+    last_tick_at: str | None
+    retry_at: str | None  # backoff: when the next connection attempt is made
+    ticks_per_second: float
+    frames: int
+    ticks: int
+    unrouted: int
+    reconnects: int
+    crashes: int
+    decode_errors: int
+    publish_errors: int
+    store_errors: int
+    deltas: int
+    rest_legs: int
+    market: dict[str, str]
+    chains: list[dict[str, Any]]
+
+
+REQUIRED = frozenset(FeedStatus.__annotations__)
+
+
+def parse_feed_status(raw: dict[str, Any]) -> FeedStatus:
+    """``raw`` (decoded JSON) as a FeedStatus; ValueError naming the missing keys."""
+    missing = REQUIRED - raw.keys()
+    if missing:
+        raise ValueError(f"feed status without {', '.join(sorted(missing))}")
+    return raw  # type: ignore[return-value]
+
+
+@dataclass
+class Health:
+    """What the worker is doing now (``state``, one of ``STATES``) and the last error a person
+    should see; shared by the worker's parts."""
+
+    state: str = STARTING
+    error: str = ""
+    retry_at: float | None = None  # epoch seconds of the next connection attempt (backoff)
+
+    def set(self, state: str, error: str | None = None) -> None:
+        self.state = state
+        if error is not None:
+            self.error = error
+
+
+@dataclass
+class Counters:
+    """What the worker counts; times are epoch seconds (``time.time()``)."""
+
+    frames: int = 0
+    ticks: int = 0
+    decode_errors: int = 0
+    reconnects: int = 0
+    crashes: int = 0
+    publish_errors: int = 0
+    store_errors: int = 0
+    deltas: int = 0
+    rest_legs: int = 0  # legs changed by REST chains the repopulate task handed over
+    last_frame_at: float | None = None
+    last_tick_at: float | None = None
+    last_traffic_at: float | None = None
+    connected_since: float | None = None
+    rate_ticks: int = 0
+    rate_at: float = field(default_factory=time.monotonic)
+    ticks_per_second: float = 0.0
+
+    def tick_rate(self) -> float:
+        """Ticks per second since the last call at least half a second ago."""
+        now = time.monotonic()
+        elapsed = now - self.rate_at
+        if elapsed >= 0.5:
+            self.ticks_per_second = (self.ticks - self.rate_ticks) / elapsed
+            self.rate_ticks, self.rate_at = self.ticks, now
+        return self.ticks_per_second
+
+
+def iso(epoch: float | None) -> str | None:
+    return datetime.fromtimestamp(epoch, UTC).isoformat() if epoch else None
+
+
+def feed_status(
+    *,
+    account: str,
+    broker: str | None,
+    state: str,
+    error: str,
+    counters: Counters,
+    heartbeat_seconds: float,
+    lock_held: bool,
+    retry_at: float | None,
+    unrouted: int,
+    market: dict[str, str],
+    chains: list[dict[str, Any]],
+) -> FeedStatus:
+    """The record for this moment (``updated_at`` now)."""
+    c, now = counters, time.time()
+    return {
+        "account": account,
+        "broker": broker,
+        "state": state,
+        "error": error,
+        "pid": os.getpid(),
+        "updated_at": iso(now) or "",
+        "heartbeat_seconds": heartbeat_seconds,
+        "lock_held": lock_held,
+        "connected_since": iso(c.connected_since),
+        "last_frame_at": iso(c.last_frame_at),
+        "last_frame_age": round(now - c.last_frame_at, 1) if c.last_frame_at else None,
+        "last_tick_at": iso(c.last_tick_at),
+        "retry_at": iso(retry_at),
+        "ticks_per_second": round(c.tick_rate(), 1),
+        "frames": c.frames,
+        "ticks": c.ticks,
+        "unrouted": unrouted,
+        "reconnects": c.reconnects,
+        "crashes": c.crashes,
+        "decode_errors": c.decode_errors,
+        "publish_errors": c.publish_errors,
+        "store_errors": c.store_errors,
+        "deltas": c.deltas,
+        "rest_legs": c.rest_legs,
+        "market": dict(market),
+        "chains": chains,
+    }
