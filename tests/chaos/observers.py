@@ -35,10 +35,13 @@ from bench._fanout_client import ChainReplica
 
 T = TypeVar("T")
 
-# Fields whose value "live" claims a chain or feed is live, wherever they sit in an answer
-# (today ``source`` and ``state``/``feed_state``; the freshness work may add ``freshness``).
+# Fields whose value "live" claims a chain or feed is live, wherever they sit in an answer:
+# ``freshness.state``, ``feed_state`` and a feed's ``state``. ``source`` names where prices come
+# from ("live": the feed's snapshot, even while quiet) once an answer carries a ``freshness``;
+# in an answer without one it was the only word a reader had, and counts as a claim.
 LIVE_KEYS = ("source", "state", "feed_state", "freshness")
 SKIP_KEYS = ("strikes", "legs")  # prices, not claims
+SAID_KEYS = ("words", "code", "message", "market", "error")  # shown beside the claims
 SAMPLE_EVERY = 0.5  # seconds between two polls of the API and the status API
 RECONNECT_AFTER = 1.0  # seconds a client waits before reconnecting, as the page does
 
@@ -61,22 +64,38 @@ class Chain:
         return f"chain.{self.underlying}.{self.expiry}"
 
 
-def live_claims(value: Any, path: str = "") -> list[str]:
-    """Every ``path=live`` in a JSON value: a field of ``LIVE_KEYS`` whose value is "live"."""
+def live_claims(value: Any) -> list[str]:
+    """Every ``path=live`` in a JSON value: a field of ``LIVE_KEYS`` whose value is "live"
+    (``source`` only when the value carries no ``freshness`` anywhere)."""
+    keys = set(LIVE_KEYS) - ({"source"} if _has_key(value, "freshness") else set())
+    return _claims(value, "", keys)
+
+
+def _claims(value: Any, path: str, keys: set[str]) -> list[str]:
     found: list[str] = []
     if isinstance(value, dict):
         for key, item in value.items():
             if key in SKIP_KEYS:
                 continue
             where = f"{path}.{key}" if path else str(key)
-            if key in LIVE_KEYS and item == "live":
+            if key in keys and item == "live":
                 found.append(f"{where}=live")
             elif isinstance(item, dict | list):
-                found += live_claims(item, where)
+                found += _claims(item, where, keys)
     elif isinstance(value, list):
         for n, item in enumerate(value):
-            found += live_claims(item, f"{path}[{n}]")
+            found += _claims(item, f"{path}[{n}]", keys)
     return found
+
+
+def _has_key(value: Any, name: str) -> bool:
+    if isinstance(value, dict):
+        return name in value or any(
+            _has_key(v, name) for k, v in value.items() if k not in SKIP_KEYS
+        )
+    if isinstance(value, list):
+        return any(_has_key(v, name) for v in value)
+    return False
 
 
 def words(value: Any) -> dict[str, Any]:
@@ -87,13 +106,10 @@ def words(value: Any) -> dict[str, Any]:
         for key, item in value.items():
             if key in SKIP_KEYS:
                 continue
-            if key in (*LIVE_KEYS, "code", "message", "market", "error") and item not in (
-                None,
-                "",
-            ):
-                out[key] = item
-            elif isinstance(item, dict):
+            if isinstance(item, dict) and key != "market":
                 out.update({f"{key}.{k}": v for k, v in words(item).items()})
+            elif key in (*LIVE_KEYS, *SAID_KEYS) and item not in (None, ""):
+                out[key] = item
     return out
 
 
@@ -178,29 +194,31 @@ class GroupWatcher:
         self.errors: list[str] = []
 
     async def run(self) -> None:
-        while True:
-            layer = RedisChannelLayer(hosts=[self.redis_url], capacity=10_000, expiry=30)
-            joiner: asyncio.Task[None] | None = None
-            try:
-                channel = await layer.new_channel()
-                joiner = asyncio.create_task(self._join(layer, channel))
-                while True:
+        # Reads wait longer than the layer's own 5 s blocking pop (as the product's do); the
+        # layer is never flushed: that would delete every consumer's group membership too.
+        host = {"address": self.redis_url, "socket_timeout": 15.0, "socket_connect_timeout": 2.0}
+        layer = RedisChannelLayer(hosts=[host], capacity=10_000, expiry=30, group_expiry=300)
+        channel = await layer.new_channel()
+        joiner = asyncio.create_task(self._join(layer, channel))
+        try:
+            while True:
+                try:
                     message = await layer.receive(channel)
-                    if message.get("type") != "chain.delta":
-                        continue
-                    group = f"chain.{message.get('underlying')}.{message.get('expiry')}"
-                    legs = sum(len(s) for s in (message.get("legs") or {}).values())
-                    self.deltas.setdefault(group, []).append(
-                        Delta(time.time(), message.get("run"), message["seq"], legs)
-                    )
-            except (RedisError, OSError) as exc:  # Redis stopped: join again when it is back
-                self.errors.append(f"{time.time():.1f} {type(exc).__name__}: {exc}")
-                await asyncio.sleep(0.5)
-            finally:
-                if joiner is not None:
-                    joiner.cancel()
-                with contextlib.suppress(RedisError, OSError):
-                    await layer.flush()
+                except (RedisError, OSError) as exc:  # Redis stopped: the joiner re-joins
+                    self.errors.append(f"{time.time():.1f} {type(exc).__name__}: {exc}")
+                    await asyncio.sleep(0.5)
+                    continue
+                if message.get("type") != "chain.delta":
+                    continue
+                group = f"chain.{message.get('underlying')}.{message.get('expiry')}"
+                legs = sum(len(s) for s in (message.get("legs") or {}).values())
+                self.deltas.setdefault(group, []).append(
+                    Delta(time.time(), message.get("run"), message["seq"], legs)
+                )
+        finally:
+            joiner.cancel()
+            with contextlib.suppress(RedisError, OSError):
+                await layer.close_pools()
 
     async def _join(self, layer: RedisChannelLayer, channel: str) -> None:
         while True:
@@ -245,6 +263,13 @@ class Sample:
     claims: list[str]
     said: dict[str, Any]
     market_closed: bool = False
+    quiet: bool = False
+
+
+def says_quiet(said: dict[str, Any]) -> bool:
+    """True when what a surface said (``words``) is "quiet" or "no ticks for N s"."""
+    values = [str(v).lower() for v in said.values()]
+    return any(v == "quiet" for v in values) or any("no tick" in v for v in values)
 
 
 def says_market_closed(value: Any) -> bool:
@@ -254,7 +279,7 @@ def says_market_closed(value: Any) -> bool:
         for key, item in value.items():
             if key in SKIP_KEYS:
                 continue
-            if key in (*LIVE_KEYS, "code") and isinstance(item, str):
+            if key.rsplit(".", 1)[-1] in (*LIVE_KEYS, "code") and isinstance(item, str):
                 text = item.lower().replace("_", " ")
                 if text in ("closed", "market closed"):
                     return True
@@ -310,17 +335,9 @@ class SurfaceSampler:
     async def _api(self, client: httpx.AsyncClient, chain: Chain) -> None:
         path = f"/api/v2/options/live?underlying={chain.underlying}&expiry={chain.expiry}"
         code, body = await self._get(client, path)
-        self.samples.append(
-            Sample(
-                time.time(),
-                "api",
-                chain,
-                code,
-                live_claims(body),
-                words(body),
-                says_market_closed(body),
-            )
-        )
+        said = words(body)
+        self.samples.append(Sample(time.time(), "api", chain, code, live_claims(body), said,
+                                   says_market_closed(body), says_quiet(said)))  # fmt: skip
 
     async def _status(self, client: httpx.AsyncClient) -> None:
         code, body = await self._get(client, "/api/v2/status")
@@ -330,17 +347,9 @@ class SurfaceSampler:
             self.last_status = data
         for chain in self.chains:
             rows = status_rows(data, chain) if data is not None else {"answer": body}
-            self.samples.append(
-                Sample(
-                    at,
-                    "status",
-                    chain,
-                    code,
-                    live_claims(rows),
-                    words(rows),
-                    says_market_closed(rows),
-                )
-            )
+            said = words(rows)
+            self.samples.append(Sample(at, "status", chain, code, live_claims(rows), said,
+                                       says_market_closed(rows), says_quiet(said)))  # fmt: skip
 
     def between(self, start: float, end: float) -> list[Sample]:
         return [s for s in list(self.samples) if start <= s.at <= end]

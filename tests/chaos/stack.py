@@ -770,9 +770,14 @@ class ChaosStack:
             if s.surface == "status"
         ]
         report.notes["status_said"] = self._said_during(report.started + LIVE_GRACE, time.time())
-        report.notes["market_closed_shown"] = {
+        report.notes["closed_shown"] = {
             c.name: any(s.chain == c for s in after_grace)
             and all(s.market_closed for s in after_grace if s.chain == c)
+            for c in self.chains
+        }
+        report.notes["closed_or_quiet_shown"] = {
+            c.name: any(s.chain == c for s in after_grace)
+            and all(s.market_closed or s.quiet for s in after_grace if s.chain == c)
             for c in self.chains
         }
         self.sim.fault(action="market", status="open", dhan_status_packet=True)

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import pytest
 
+from .observers import says_market_closed, says_quiet
 from .stack import LIVE_GRACE, ChaosStack, FaultReport
+
+# Brokers whose feed says which segments are open or closed (Upstox market_info); DhanHQ's
+# status packet carries no status, so its chains follow the exchange calendar.
+BROKERS_ANNOUNCING_MARKET_STATUS = ("upstox",)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -24,13 +29,22 @@ def verdict(report: FaultReport | list[FaultReport], *extra: str) -> None:
 
 
 def test_market_closed_is_shown_as_closed_not_live(stack: ChaosStack):
+    """Upstox says which segments closed (market_info): its chain must read "market closed".
+    A DhanHQ status packet (code 7) says only that a status changed, so its chain follows the
+    exchange calendar: "market closed" out of hours, "quiet" within them — never "live"."""
     report = stack.fault_market_closed()
-    extra = [
-        f"the status API did not say 'market closed' for {chain} in the {LIVE_GRACE:g}+ s "
-        f"after the broker closed the market; it said {report.notes['status_said'].get(chain)}"
-        for chain, shown in report.notes["market_closed_shown"].items()
-        if not shown
-    ]
+    extra = []
+    for chain in stack.chains:
+        said = report.notes["status_said"].get(chain.name)
+        if chain.broker in BROKERS_ANNOUNCING_MARKET_STATUS:
+            if not report.notes["closed_shown"][chain.name]:
+                extra.append(f"the status API did not say 'market closed' for {chain.name} "
+                             f"({chain.broker}) {LIVE_GRACE:g}+ s after the broker announced "
+                             f"the close; it said {said}")  # fmt: skip
+        elif not report.notes["closed_or_quiet_shown"][chain.name]:
+            extra.append(f"the status API said neither 'market closed' nor quiet for "
+                         f"{chain.name} ({chain.broker}) {LIVE_GRACE:g}+ s after the broker "
+                         f"closed the market; it said {said}")  # fmt: skip
     verdict(report, *extra)
 
 
@@ -48,17 +62,12 @@ def test_a_30_s_stall_is_quiet_not_live_and_closes_nothing(stack: ChaosStack):
     if moved:
         extra.append(f"feed workers reconnected during a stall with pings flowing: {moved}")
     for chain, said in notes["said_quiet"].items():
-        if not said or not all(_says_quiet(s) for s in said):
+        if not said or not all(says_quiet(s) or says_market_closed(s) for s in said):
             extra.append(
-                f"the status API did not say quiet / no ticks for {chain} during the "
-                f"stall; it said {said}"
+                f"the status API said neither quiet / no ticks nor market closed for {chain} "
+                f"during the stall; it said {said}"
             )
     verdict(report, *extra)
-
-
-def _says_quiet(said: dict) -> bool:
-    values = [str(v).lower() for v in said.values()]
-    return any(v == "quiet" for v in values) or any("no tick" in v for v in values)
 
 
 def test_six_drops_in_a_row_each_reconnect_at_once(stack: ChaosStack):
