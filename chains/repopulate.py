@@ -35,21 +35,24 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from brokers.accounts import config_of, load_account, mark_account
 from brokers.adapters import AccountConfig, RestChain, account_status_for, adapter_for
+from brokers.calendar import market_closed_reason, trading_day_closed_reason
 from brokers.exceptions import BrokerError, FeedConfigError
+from brokers.exchange import exchange_for, ist
 from brokers.models import BrokerAccount, TrackedChain
 
 from . import store
 from .book import ChainBook, stored_snapshot
 from .exceptions import RepopulateFailed, SnapshotContention
+from .freshness import feed_health
 from .models import ChainSnapshot
 from .outcomes import Outcome
 from .ownership import hand_over_rest_chain, lock_key, replace_snapshot
 from .plan import ChainPlan, plan_chains
-from .selectors import LIVE_STATES
 
 logger = logging.getLogger(__name__)
 
@@ -147,12 +150,22 @@ def merge_rest_chain(
 # --- the run -------------------------------------------------------------------------------------
 
 
-def chains_repopulate(*, outcome: Outcome, account: str | None = None, force: bool = False) -> None:
+def chains_repopulate(
+    *,
+    outcome: Outcome,
+    account: str | None = None,
+    force: bool = False,
+    calendar: bool = False,
+    now: datetime | None = None,
+) -> None:
     """Repopulate the chains of ``account`` (default: every enabled account tracking a chain).
 
-    Reports one line per chain in ``outcome``. Raises RepopulateFailed listing every account
-    or chain that could not be refreshed (after the others were), ImproperlyConfigured without
-    a channel layer.
+    With ``calendar`` (the beat schedule's runs) a chain whose exchange does not trade is
+    skipped and says why: the every-minute run needs the regular session open, the forced
+    runs at the open and after the close a trading day (``brokers.calendar``); ``now`` is
+    the moment to judge (default: the current time). Reports one line per chain in
+    ``outcome``. Raises RepopulateFailed listing every account or chain that could not be
+    refreshed (after the others were), ImproperlyConfigured without a channel layer.
     """
     layer = get_channel_layer()
     if layer is None:
@@ -161,7 +174,7 @@ def chains_repopulate(*, outcome: Outcome, account: str | None = None, force: bo
     jobs = []
     for name in _account_names(account):
         try:
-            job = _job(name, force=force, outcome=outcome)
+            job = _job(name, force=force, outcome=outcome, calendar=calendar, now=now)
         except FeedConfigError as exc:
             failures.append(f"{name}: {exc}")
             continue
@@ -195,14 +208,24 @@ def _account_names(account: str | None) -> list[str]:
     return sorted(set(tracked.values_list("account__name", flat=True)))
 
 
-def _job(name: str, *, force: bool, outcome: Outcome) -> Job | None:
+def _job(
+    name: str, *, force: bool, outcome: Outcome, calendar: bool, now: datetime | None
+) -> Job | None:
     """The account's chains to fetch now (None: none). Raises FeedConfigError."""
     account = load_account(name)
     plans = plan_chains(account)
-    feed = store.read_feed_status(name)
-    live = feed is not None and feed.get("state") in LIVE_STATES
+    # A worker that holds the lock, reports on time and has its broker socket open keeps its
+    # chains current; anything less (not running, frozen, reconnecting) needs REST.
+    health = feed_health(store.read_feed_status(name), now=now or timezone.now(), account=name)
+    live = health.connected
     todo = []
     for plan in plans:
+        if calendar:
+            closed = _closed(plan.underlying, force=force, now=now)
+            if closed is not None:
+                where = f"{name} {plan.underlying} {plan.expiry.isoformat()}"
+                outcome.add(f"{where}: market closed ({closed}), skipped")
+                continue
         meta = store.read_meta(plan.underlying, plan.expiry)
         if force or not live or meta is None or not meta.get("ready"):
             todo.append(plan)
@@ -211,6 +234,15 @@ def _job(name: str, *, force: bool, outcome: Outcome) -> Job | None:
     if not todo:
         return None
     return Job(account, config_of(account), todo)
+
+
+def _closed(underlying: str, *, force: bool, now: datetime | None) -> str | None:
+    """Why the beat's repopulate skips ``underlying`` now, or None to go ahead."""
+    exchange = exchange_for(underlying)
+    if force:  # at the open and after the close: any trading day
+        day = None if now is None else ist(now).date()
+        return trading_day_closed_reason(exchange, day)
+    return market_closed_reason(exchange, now)
 
 
 async def _fetch_all(jobs: Sequence[Job]) -> None:

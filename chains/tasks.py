@@ -23,12 +23,16 @@ from .repopulate import chains_repopulate
 
 
 @shared_task(name="chains.repopulate_chains")
-def repopulate_chains(account: str | None = None, force: bool = False) -> str:
+def repopulate_chains(
+    account: str | None = None, force: bool = False, calendar: bool = False
+) -> str:
     """Fetch REST option chains where the feed is not live (all tracked chains when ``force``:
-    market open and close); ``account`` limits the run to one account. Returns the report;
-    raises RepopulateFailed (after recording it) when a chain could not be refreshed."""
+    market open and close); ``account`` limits the run to one account; ``calendar`` (set by
+    the beat schedule) skips chains whose exchange is closed (weekend, holiday, outside the
+    session). Returns the report; raises RepopulateFailed (after recording it) when a chain
+    could not be refreshed."""
     with record_outcome(REPOPULATE_FORCED if force else REPOPULATE) as outcome:
-        chains_repopulate(outcome=outcome, account=account, force=force)
+        chains_repopulate(outcome=outcome, account=account, force=force, calendar=calendar)
     return outcome.detail
 
 

@@ -262,19 +262,21 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(
             minute=f"*/{REPOPULATE_EVERY_MINUTES}", hour="9-15", day_of_week=_TRADING_DAYS
         ),
+        # The exchange calendar (holidays, 09:15-15:30 IST) decides per chain.
+        "kwargs": {"calendar": True},
         "options": {"expires": REPOPULATE_EVERY_MINUTES * 60},
     },
     # Every tracked chain from REST at the open and after the close, live feed or not.
     "repopulate chains at the open": {
         "task": "chains.repopulate_chains",
         "schedule": crontab(minute=15, hour=9, day_of_week=_TRADING_DAYS),
-        "kwargs": {"force": True},
+        "kwargs": {"force": True, "calendar": True},
         "options": {"expires": 15 * 60},
     },
     "repopulate chains after the close": {
         "task": "chains.repopulate_chains",
         "schedule": crontab(minute=35, hour=15, day_of_week=_TRADING_DAYS),
-        "kwargs": {"force": True},
+        "kwargs": {"force": True, "calendar": True},
         "options": {"expires": 15 * 60},
     },
     # Validate tokens, renew DhanHQ tokens before expiry, mark Upstox tokens expired at 03:30.

@@ -260,8 +260,11 @@ async def _clear(sim: Simulator, body: dict[str, Any]) -> dict[str, Any]:
     sim.faults.rest_errors.clear()
     sim.faults.stall_until = 0.0
     sim.faults.dhan_auth_style = "packet"
-    if not sim.faults.market_open:
-        await _market(sim, {"status": "open"})
+    # Back to what the simulated session says (closed on a --holiday, or outside the hours with
+    # --exchange-hours), not to "open": clearing faults must not reopen a closed market.
+    session_status = sim.session.upstox_status(sim.market_clock())
+    if sim.faults.market_status != session_status:
+        await _market(sim, {"status": session_status})
     return {}
 
 

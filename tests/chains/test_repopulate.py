@@ -3,6 +3,7 @@ and the service against the real simulator: when it fetches, who writes, what fa
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from brokers.adapters import InstrumentRef, RestChain
+from brokers.exchange import IST
 from brokers.models import AccountStatus, BrokerAccount, TrackedChain
 from chains import ownership, store
 from chains.book import stored_snapshot
@@ -200,8 +202,13 @@ def run(**kwargs: Any) -> Outcome:
     return outcome
 
 
-def feed_status(account: str, state: str) -> None:
-    store.sync_client().set(store.feed_key(account), f'{{"state": "{state}"}}', ex=15)
+def feed_status(account: str, state: str, *, reported_ago: float = 0.0) -> None:
+    """A feed worker's status record, as it wrote it ``reported_ago`` seconds ago."""
+    from tests.chains.test_freshness import feed_record
+
+    now = datetime.now(UTC) - timedelta(seconds=reported_ago)
+    record = feed_record(now, state=state, account=account, broker="upstox")
+    store.sync_client().set(store.feed_key(account), json.dumps(record), ex=60)
 
 
 @pytest.mark.django_db
@@ -247,6 +254,50 @@ def test_a_live_feed_keeps_its_ready_chains_and_nothing_is_fetched(wired):
     outcome = run(account="sim-upstox")
     assert "fed live, skipped" in outcome.detail
     assert store.read_snapshot(underlying, expiry) is None
+
+
+@pytest.mark.django_db
+@pytest.mark.integration
+def test_a_worker_that_stopped_reporting_is_not_trusted_to_keep_the_chain(wired):
+    """A killed or frozen worker's record outlives it for seconds; its state still reads
+    live, but its heartbeat is old: the chain is fetched."""
+    underlying, expiry = tracked_chain("sim-upstox")
+    feed_status("sim-upstox", "live", reported_ago=30)
+    store.sync_client().set(store.meta_key(underlying, expiry), '{"ready": true, "seq": 7}')
+    outcome = run(account="sim-upstox")
+    assert "written" in outcome.detail and "fed live" not in outcome.detail
+
+
+# Moments of the exchange calendar (IST): a Saturday, Christmas 2026 (a seeded holiday), and a
+# Tuesday inside the session.
+SATURDAY = datetime(2026, 12, 5, 11, 0, tzinfo=IST)
+CHRISTMAS = datetime(2026, 12, 25, 9, 15, tzinfo=IST)
+TUESDAY_OPEN = datetime(2026, 12, 1, 11, 0, tzinfo=IST)
+TUESDAY_EVENING = datetime(2026, 12, 1, 15, 35, tzinfo=IST)
+
+
+@pytest.mark.django_db
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("now", "force", "said"),
+    [(SATURDAY, False, "weekend"), (CHRISTMAS, True, "holiday: Christmas"),
+     (TUESDAY_EVENING, False, "after close")],
+)  # fmt: skip
+def test_the_beats_runs_skip_a_closed_market_and_say_why(wired, now, force, said):
+    underlying, expiry = tracked_chain("sim-upstox")
+    outcome = run(account="sim-upstox", calendar=True, now=now, force=force)
+    assert f"{underlying} {expiry.isoformat()}: market closed ({said}), skipped" in outcome.detail
+    assert store.read_snapshot(underlying, expiry) is None
+
+
+@pytest.mark.django_db
+@pytest.mark.integration
+@pytest.mark.parametrize(("now", "force"), [(TUESDAY_OPEN, False), (TUESDAY_EVENING, True)])
+def test_the_beats_runs_fetch_while_the_exchange_trades(wired, now, force):
+    underlying, expiry = tracked_chain("sim-upstox")
+    outcome = run(account="sim-upstox", calendar=True, now=now, force=force)
+    assert "legs from REST written" in outcome.detail
+    assert store.read_snapshot(underlying, expiry) is not None
 
 
 @pytest.mark.django_db

@@ -236,6 +236,9 @@ async def test_on_a_simulated_holiday_the_feeds_say_closed_and_nothing_ticks():
             # Twenty scheduler beats later — a second of an open market's ticks — nothing moved.
             after = await _until_state(sim, lambda s: s["beats"] >= state["beats"] + 20)
         assert after["steps"] == 0 and after["market"]["status"] == "NORMAL_CLOSE"
+        # Clearing the faults goes back to what the session says: still a holiday, not open.
+        sim.fault(action="clear")
+        assert sim.state(instruments=False)["market"]["status"] == "NORMAL_CLOSE"
 
 
 @pytest.mark.integration
