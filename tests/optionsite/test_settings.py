@@ -196,7 +196,9 @@ def test_beat_schedule_runs_each_task_in_indian_time(monkeypatch):
         "brokers.refresh_instruments",
     }
     opening = schedule["repopulate chains at the open"]
-    assert opening["kwargs"] == {"force": True}
+    assert opening["kwargs"] == {"force": True, "calendar": True}
+    # Every repopulate the beat starts asks the exchange calendar first (holidays).
+    assert schedule["repopulate chains"]["kwargs"] == {"calendar": True}
     assert (opening["schedule"].hour, opening["schedule"].minute) == ({9}, {15})
     closing = schedule["repopulate chains after the close"]["schedule"]
     assert (closing.hour, closing.minute) == ({15}, {35})
