@@ -28,7 +28,7 @@ from chains import consumers, store
 from tests.processes import daphne, eventually, free_port
 from tests.redis_server import RedisServer, use_in_process
 
-from .fixtures import EXPIRY, build_book, publish, tracked
+from .fixtures import EXPIRY, build_book, delta_event, publish, tracked
 from .test_consumers import connected, session_cookie
 from .test_consumers import socket as communicator
 
@@ -49,7 +49,7 @@ def outage_world(tmp_path) -> Iterator[tuple[Any, Any, bytes, RedisServer]]:
 
 
 def delta(chain: Any, seq: int) -> dict[str, Any]:
-    return {"type": "chain.delta", "run": chain.run, "seq": seq, "legs": {}}
+    return dict(delta_event(chain, seq))
 
 
 # --- in-process: the consumer's side --------------------------------------------------------
@@ -218,3 +218,21 @@ def test_a_quiet_chain_keeps_every_viewer_connected_for_30_seconds(web):
         for viewer in viewers:
             got = wait_for(viewer, lambda m: m["type"] != "status", "the delta")
             assert (got["type"], got["seq"]) == ("delta", chain.seq + 1)
+
+
+def test_pages_say_store_unavailable_while_redis_is_down_and_recover(outage_world, client):
+    account, chain, _cookie, server = outage_world
+    from django.contrib.auth import get_user_model
+
+    client.force_login(get_user_model().objects.create_user("pages-trader", password="x" * 12))
+    page = f"/chains/NIFTY/{EXPIRY.isoformat()}/"
+    assert b"store_unavailable" not in client.get(page).content  # (stale: no feed runs)
+    server.stop()
+    for path in ("/", page):
+        answer = client.get(path)
+        assert answer.status_code == 503, path
+        assert b"store_unavailable" in answer.content and b"redis-server" in answer.content
+    server.start()
+    publish(account, chain, feed_state="live")  # the worker writes again
+    answer = client.get(page)
+    assert answer.status_code == 200 and b"store_unavailable" not in answer.content
