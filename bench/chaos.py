@@ -62,27 +62,21 @@ def main() -> None:
     import django
 
     django.setup()
-    from tests.chaos.stack import LIVE_GRACE, ChaosStack, StackError
+    from tests.chaos import faults
+    from tests.chaos.claims import LIVE_GRACE
+    from tests.chaos.stack import ChaosStack, StackError
 
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
+    arguments = {"stall": (30.0,), "feed drops": (args.drops,), "redis restart": (10.0,)}
     with ChaosStack(clients=args.clients) as stack:
         log(f"stack up in {time.monotonic() - started:.0f} s")
-        plan = [
-            ("market closed", stack.fault_market_closed),
-            ("stall 30 s", lambda: stack.fault_stall(30.0)),
-            ("feed drops", lambda: stack.fault_drops(args.drops)),
-            ("REST crowd", stack.fault_rest_crowd),
-            ("holder killed", stack.fault_kill_holder),
-            ("holder frozen", stack.fault_freeze_holder),
-            ("redis restart", lambda: stack.fault_redis_restart(10.0)),
-        ]
-        for name, run in plan:
+        for name, fault in faults.ORDER:
             if args.only and name not in args.only:
                 continue
             try:
                 stack.ready()
-                result = run()
+                result = fault(stack, *arguments.get(name, ()))
             except StackError as exc:
                 rows.append({"fault": name, "recovery_error": f"stack not ready: {exc}"})
                 log(f"{name}: the stack was not ready: {exc}")

@@ -10,8 +10,8 @@
 * ``SurfaceSampler`` — polls the JSON API (``/api/v2/options/live``) for each chain and the
   status API (``/api/v2/status``) and notes every place that says "live".
 
-``claims_timeline`` and ``dishonest`` then answer: during which seconds did a surface say
-"live" although no delta (no tick) had reached the chain's group for ``grace`` seconds?
+``claims.dishonest`` then answers: during which seconds did a surface say "live" although no
+tick had reached the chain for a while?
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import json
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -33,16 +33,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from bench._fanout_client import ChainReplica
 
+from .claims import SAMPLE_EVERY, live_claims, says_market_closed, says_quiet, status_rows, words
+
 T = TypeVar("T")
 
-# Fields whose value "live" claims a chain or feed is live, wherever they sit in an answer:
-# ``freshness.state``, ``feed_state`` and a feed's ``state``. ``source`` names where prices come
-# from ("live": the feed's snapshot, even while quiet) once an answer carries a ``freshness``;
-# in an answer without one it was the only word a reader had, and counts as a claim.
-LIVE_KEYS = ("source", "state", "feed_state", "freshness")
-SKIP_KEYS = ("strikes", "legs")  # prices, not claims
-SAID_KEYS = ("words", "code", "message", "market", "error")  # shown beside the claims
-SAMPLE_EVERY = 0.5  # seconds between two polls of the API and the status API
 RECONNECT_AFTER = 1.0  # seconds a client waits before reconnecting, as the page does
 
 
@@ -62,55 +56,6 @@ class Chain:
     @property
     def group(self) -> str:
         return f"chain.{self.underlying}.{self.expiry}"
-
-
-def live_claims(value: Any) -> list[str]:
-    """Every ``path=live`` in a JSON value: a field of ``LIVE_KEYS`` whose value is "live"
-    (``source`` only when the value carries no ``freshness`` anywhere)."""
-    keys = set(LIVE_KEYS) - ({"source"} if _has_key(value, "freshness") else set())
-    return _claims(value, "", keys)
-
-
-def _claims(value: Any, path: str, keys: set[str]) -> list[str]:
-    found: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in SKIP_KEYS:
-                continue
-            where = f"{path}.{key}" if path else str(key)
-            if key in keys and item == "live":
-                found.append(f"{where}=live")
-            elif isinstance(item, dict | list):
-                found += _claims(item, where, keys)
-    elif isinstance(value, list):
-        for n, item in enumerate(value):
-            found += _claims(item, f"{path}[{n}]", keys)
-    return found
-
-
-def _has_key(value: Any, name: str) -> bool:
-    if isinstance(value, dict):
-        return name in value or any(
-            _has_key(v, name) for k, v in value.items() if k not in SKIP_KEYS
-        )
-    if isinstance(value, list):
-        return any(_has_key(v, name) for v in value)
-    return False
-
-
-def words(value: Any) -> dict[str, Any]:
-    """The ``LIVE_KEYS`` fields (and ``code``/``message``) of a JSON value, flattened, for
-    failure messages: what a surface said instead of "live"."""
-    out: dict[str, Any] = {}
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in SKIP_KEYS:
-                continue
-            if isinstance(item, dict) and key != "market":
-                out.update({f"{key}.{k}": v for k, v in words(item).items()})
-            elif key in (*LIVE_KEYS, *SAID_KEYS) and item not in (None, ""):
-                out[key] = item
-    return out
 
 
 # --- WebSocket clients ------------------------------------------------------------------------
@@ -264,46 +209,7 @@ class Sample:
     said: dict[str, Any]
     market_closed: bool = False
     quiet: bool = False
-
-
-def says_quiet(said: dict[str, Any]) -> bool:
-    """True when what a surface said (``words``) is "quiet" or "no ticks for N s"."""
-    values = [str(v).lower() for v in said.values()]
-    return any(v == "quiet" for v in values) or any("no tick" in v for v in values)
-
-
-def says_market_closed(value: Any) -> bool:
-    """True when a ``LIVE_KEYS`` field (or a ``code``) of a JSON value says the market is
-    closed (``market_closed``, ``market closed``, ``closed``)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in SKIP_KEYS:
-                continue
-            if key.rsplit(".", 1)[-1] in (*LIVE_KEYS, "code") and isinstance(item, str):
-                text = item.lower().replace("_", " ")
-                if text in ("closed", "market closed"):
-                    return True
-            if isinstance(item, dict | list) and says_market_closed(item):
-                return True
-    elif isinstance(value, list):
-        return any(says_market_closed(item) for item in value)
-    return False
-
-
-def status_rows(status: dict[str, Any], chain: Chain) -> dict[str, Any]:
-    """The rows of ``/api/v2/status`` ``data`` about ``chain``: its chain row, its account's
-    feed row and the market status its feed worker heard from the broker."""
-    rows: dict[str, Any] = {}
-    for row in status.get("chains") or []:
-        if row.get("underlying") == chain.underlying and row.get("expiry") == chain.expiry:
-            rows["chain"] = row
-    for row in status.get("feeds") or []:
-        if row.get("account") == chain.account:
-            rows["feed"] = row
-    for row in status.get("accounts") or []:
-        if row.get("name") == chain.account and row.get("feed"):
-            rows["market"] = row["feed"].get("market")
-    return rows
+    version: tuple[Any, Any] | None = None  # the served data's (seq, as_of), a 200 answer's
 
 
 class SurfaceSampler:
@@ -336,8 +242,12 @@ class SurfaceSampler:
         path = f"/api/v2/options/live?underlying={chain.underlying}&expiry={chain.expiry}"
         code, body = await self._get(client, path)
         said = words(body)
-        self.samples.append(Sample(time.time(), "api", chain, code, live_claims(body), said,
-                                   says_market_closed(body), says_quiet(said)))  # fmt: skip
+        data = body.get("data") if code == 200 and isinstance(body, dict) else None
+        version = (data.get("seq"), data.get("as_of")) if isinstance(data, dict) else None
+        closed, quiet = says_market_closed(body), says_quiet(said)
+        sample = Sample(time.time(), "api", chain, code, live_claims(body), said, closed, quiet)
+        sample.version = version
+        self.samples.append(sample)
 
     async def _status(self, client: httpx.AsyncClient) -> None:
         code, body = await self._get(client, "/api/v2/status")
@@ -353,6 +263,19 @@ class SurfaceSampler:
 
     def between(self, start: float, end: float) -> list[Sample]:
         return [s for s in list(self.samples) if start <= s.at <= end]
+
+    def data_changes(self, chain: Chain) -> list[float]:
+        """When the API served newer data of ``chain`` than the answer before (a flush that
+        changed the chain happened in between): tick evidence the group watcher may miss
+        while it re-joins a restarted Redis."""
+        changes, last = [], None
+        for sample in list(self.samples):
+            if sample.surface != "api" or sample.chain != chain or sample.version is None:
+                continue
+            if last is not None and sample.version != last:
+                changes.append(sample.at)
+            last = sample.version
+        return changes
 
 
 # --- the loop in its thread -------------------------------------------------------------------
@@ -421,72 +344,3 @@ class Observers:
 
 
 # --- analysis ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Claim:
-    """A surface saying "live" at ``at`` while the chain's last tick arrived ``age`` s before."""
-
-    at: float
-    surface: str
-    chain: Chain
-    age: float | None
-    claims: list[str]
-    said: dict[str, Any] = field(default_factory=dict)
-
-    def describe(self, origin: float) -> str:
-        age = "no tick seen" if self.age is None else f"last tick {self.age:.1f} s before"
-        where = (
-            self.surface if self.chain.name in self.surface else f"{self.surface} {self.chain.name}"
-        )
-        return (
-            f"{where} at +{self.at - origin:.1f} s said "
-            f"{', '.join(self.claims)} ({age}; said {self.said})"
-        )
-
-
-def claims_timeline(observers: Observers, start: float, end: float) -> list[Claim]:
-    """Every moment in [start, end] some surface claimed "live" about a chain: API and status
-    samples (each holds until the next), and the WebSocket status each client last received."""
-    found: list[Claim] = []
-    for sample in observers.sampler.between(start, end):
-        if sample.claims:
-            found.append(
-                Claim(sample.at, sample.surface, sample.chain, None, sample.claims, sample.said)
-            )
-    for client in observers.clients:
-        statuses = client.status_claims()
-        for n, (at, claims, said) in enumerate(statuses):
-            until = statuses[n + 1][0] if n + 1 < len(statuses) else end
-            if not claims or until < start or at > end:
-                continue
-            # A status holds until the next one: sample it as the API is sampled.
-            t = max(at, start)
-            while t <= min(until, end):
-                found.append(
-                    Claim(t, f"websocket {client.label}", client.chain, None, claims, said)
-                )
-                t += SAMPLE_EVERY
-    return found
-
-
-def dishonest(
-    observers: Observers, start: float, end: float, *, grace: float
-) -> tuple[list[Claim], float]:
-    """The live claims in [start, end] made although no tick (a delta with legs) had reached
-    the chain's group for more than ``grace`` seconds; and the seconds during which any
-    surface made one (the union over surfaces, in steps of 0.1 s)."""
-    bad = []
-    for claim in claims_timeline(observers, start, end):
-        last = observers.watcher.last_before(claim.chain, claim.at)
-        age = None if last is None else claim.at - last
-        if age is None or age > grace:
-            claim.age = age
-            bad.append(claim)
-    steps = {int(c.at * 10) for c in bad}
-    # Each sample stands for the SAMPLE_EVERY seconds that follow it.
-    covered: set[int] = set()
-    for step in steps:
-        covered.update(range(step, step + int(SAMPLE_EVERY * 10)))
-    covered = {s for s in covered if s <= end * 10}
-    return sorted(bad, key=lambda c: c.at), len(covered) / 10

@@ -1,5 +1,5 @@
-"""The whole product on a private Redis, and the faults of a trading day, for the chaos tests
-(tests/chaos) and their benchmark (bench/chaos.py).
+"""The whole product on a private Redis, for the chaos tests (tests/chaos) and their benchmark
+(bench/chaos.py).
 
 A ``ChaosStack`` owns: its own ``redis-server`` on a free port (``tests.redis_server``), a
 temporary SQLite database, the exchange simulator, two ``runfeed`` processes for the same
@@ -7,31 +7,25 @@ accounts (the first holds both accounts' locks, the second stands by), daphne, a
 and the observers (``observers.Observers``: WebSocket clients rebuilding the chains, a
 subscriber of the chains' Channels groups, a poller of the API and the status API). Every
 product process gets ``REDIS_URL``/``CELERY_BROKER_URL`` on the private Redis through
-``product_env``; nothing touches the shared Redis.
-
-Each ``fault_*`` method injects one fault, waits for recovery and returns a ``FaultReport``:
-when the fault was lifted and when the chains were live again, the seconds during which a
-surface said "live" although no tick arrived, the clients that did not converge to the
-simulator's truth, and the signs of a second writer. Tests assert on it; the benchmark prints
-it. Nothing here asserts.
+``product_env``; nothing touches the shared Redis. ``ready()`` brings it to the state every
+fault starts from; ``wait_recovered`` records when a fault is over. The faults are in
+``faults``, the checks after them in ``checks``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import redis
@@ -40,32 +34,19 @@ from tests.processes import ROOT, Process, free_port, product_env
 from tests.redis_server import RedisServer
 from tests.sim_process import RunningSimulator, start_simulator
 
-from .observers import Chain, Observers, dishonest
+from .observers import Chain, Observers
+
+if TYPE_CHECKING:
+    from .checks import FaultReport
 
 # A small market (one weekly, one monthly expiry, 31 strikes): every leg is compared.
-SIM_ARGS = (
-    "--seed",
-    "11",
-    "--ping-interval",
-    "1",
-    "--weeklies",
-    "1",
-    "--monthlies",
-    "1",
-    "--strikes",
-    "15",
-    "--ticks-per-second",
-    "400",
-)
+SIM_ARGS = ("--seed", "11", "--ping-interval", "1", "--weeklies", "1", "--monthlies", "1",
+            "--strikes", "15", "--ticks-per-second", "400")  # fmt: skip
 LOCK_TTL = 10.0  # the feed lock's TTL (README: "a Redis lock with a 10 s TTL")
-STANDBY_SETTLE = 5.0  # seconds after its start a standby runfeed is taken to be polling
-LIVE_GRACE = 8.0  # "live" = a tick within seconds: a surface may lag the last tick this long
-FIELDS = ("ltp", "bid", "ask", "volume", "oi", "prev_close")
+STANDBY_SETTLE = 8.0  # seconds after its start a silent standby runfeed is taken to be polling
 DAPHNE = ["-m", "daphne", "optionsite.asgi:application", "-b", "127.0.0.1"]
 CELERY_WORKER = ["-m", "celery", "-A", "optionsite", "worker", "--pool", "solo", "--loglevel",
                  "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-REFUSAL = re.compile(r"rate limit reached|HTTP 429|DH-904|UDAPI10005|\(805\)|code 805")
-ATTEMPT = re.compile(r"Reconnecting (\S+) in [\d.]+s \(attempt (\d+)\)")
 
 WIRE = """
 import json
@@ -93,60 +74,6 @@ print("CHAOS " + json.dumps({{"chains": chains,
 
 class StackError(RuntimeError):
     """The stack could not be brought to the state a fault starts from (says what was seen)."""
-
-
-@dataclass
-class FaultReport:
-    """What one fault did. Times are epoch seconds (``time.time()``)."""
-
-    name: str
-    started: float
-    lifted: float | None = None  # the fault ended (Redis answers, kill sent, stall resumed)
-    recovered: float | None = None  # every chain had fresh ticks and every feed said live
-    recovery_error: str | None = None
-    dishonest_seconds: float = 0.0
-    dishonest_examples: list[str] = field(default_factory=list)
-    divergent: list[str] = field(default_factory=list)
-    duplicate_writers: list[str] = field(default_factory=list)
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def recovery_seconds(self) -> float | None:
-        if self.recovered is None or self.lifted is None:
-            return None
-        return max(0.0, self.recovered - self.lifted)
-
-    def problems(self) -> list[str]:
-        """Every way this fault broke a rule, one line each (empty: none)."""
-        out = []
-        if self.recovery_error:
-            out.append(f"no recovery: {self.recovery_error}")
-        if self.dishonest_examples:
-            out.append(
-                f"said 'live' with no tick for > {LIVE_GRACE:g} s during "
-                f"{self.dishonest_seconds:.1f} s, e.g. " + "; ".join(self.dishonest_examples)
-            )
-        out += [f"divergent: {d}" for d in self.divergent]
-        out += [f"second writer: {d}" for d in self.duplicate_writers]
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "fault": self.name,
-            "recovery_seconds": _round(self.recovery_seconds),
-            "recovery_error": self.recovery_error,
-            "live_while_no_tick_seconds": round(self.dishonest_seconds, 1),
-            "live_claims": self.dishonest_examples,
-            "divergent_clients": len(self.divergent),
-            "divergent": self.divergent,
-            "duplicate_writers": len(self.duplicate_writers),
-            "second_writer": self.duplicate_writers,
-            **self.notes,
-        }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
 
 
 class ChaosStack:
@@ -204,7 +131,7 @@ class ChaosStack:
         first = self._start_feed()
         self.web = Process([*DAPHNE, "-p", str(self.web_port)], self.env)
         self.worker = Process(CELERY_WORKER, self.env)
-        self._wait(
+        self.wait(
             lambda: (
                 self.holders() == {c.account: first.process.pid for c in self.chains}
                 and all(self._ready_live(c.account) for c in self.chains)
@@ -213,8 +140,8 @@ class ChaosStack:
             "the first runfeed to hold every account, live and ready",
         )
         self._start_feed()
-        self._wait(self._web_answers, 60, "daphne to answer")
-        self._wait(
+        self.wait(self._web_answers, 60, "daphne to answer")
+        self.wait(
             lambda: " ready." in self.worker.output(),
             60,
             "the Celery worker to be ready",
@@ -283,20 +210,27 @@ class ChaosStack:
     # --- reading the product ------------------------------------------------------------------
 
     @property
-    def r(self) -> redis.Redis:
+    def redis_client(self) -> redis.Redis:
+        """The harness's own client of the private Redis (reads only)."""
         if self._redis_client is None:
             self._redis_client = self.redis.client(socket_timeout=2, socket_connect_timeout=1)
         return self._redis_client
 
     def feed_status(self, account: str) -> dict[str, Any] | None:
+        """The account's feed status record, None when absent or Redis is down."""
         try:
-            raw = self.r.get(f"optionsite:feed:{account}")
+            raw = self.redis_client.get(f"optionsite:feed:{account}")
         except (redis.ConnectionError, redis.TimeoutError):
             return None
         return json.loads(raw) if raw else None
 
     def meta(self, chain: Chain) -> dict[str, Any] | None:
-        raw = self.r.get(f"optionsite:chain-meta:{chain.underlying}:{chain.expiry}")
+        """The chain's snapshot meta record (run, seq, as_of), None when absent or Redis is
+        down."""
+        try:
+            raw = self.redis_client.get(f"optionsite:chain-meta:{chain.underlying}:{chain.expiry}")
+        except (redis.ConnectionError, redis.TimeoutError):
+            return None
         return json.loads(raw) if raw else None
 
     def holders(self) -> dict[str, int | None]:
@@ -313,6 +247,10 @@ class ChaosStack:
                 self.feeds.remove(proc)
                 self.retired.append(proc)
         return list(self.feeds)
+
+    def expect_exit(self, proc: Process) -> None:
+        """``proc`` is being stopped or killed on purpose: its exit is no news."""
+        self._reported_exits.add(proc.process.pid)
 
     def holder(self) -> Process:
         """The one runfeed process holding every account; StackError when there is none."""
@@ -340,15 +278,7 @@ class ChaosStack:
         state = self.sim.state(instruments=False)
         return {broker: len(conns) for broker, conns in state["connections"].items()}
 
-    def log_of(self, pid: int) -> str:
-        for proc in [*self.feeds, *self.retired]:
-            if proc.process.pid == pid:
-                return proc.output()
-        return ""
-
-    # --- waiting ------------------------------------------------------------------------------
-
-    def _wait(
+    def wait(
         self,
         check: Callable[[], Any],
         timeout: float,
@@ -392,7 +322,7 @@ class ChaosStack:
             }
         alive = [p.process.pid for p in self.alive_feeds()]
         exited = {
-            f"runfeed {p.process.pid} exited {p.process.returncode}": _tail(p.output())
+            f"runfeed {p.process.pid} exited {p.process.returncode}": tail(p.output())
             for p in self.retired
             if p.process.pid not in self._reported_exits
         }
@@ -425,7 +355,7 @@ class ChaosStack:
                 and all(c.connected and c.replica.seq is not None for c in observers.clients)
             )
 
-        self._wait(
+        self.wait(
             healthy,
             timeout,
             "one runfeed holding every account, live, ticks "
@@ -433,9 +363,20 @@ class ChaosStack:
             last=self.situation,
         )
         self._reported_exits.update(p.process.pid for p in self.retired)
-        # The standby: started, its configuration checked, polling the lock.
-        youngest = max(self._started_at[p.process.pid] for p in self.alive_feeds())
-        time.sleep(max(0.0, youngest + STANDBY_SETTLE - time.monotonic()))
+        holder = self.holder()
+        standby = next(p for p in self.alive_feeds() if p is not holder)
+        self.wait(lambda: self._standing_by(standby), 30, f"runfeed {standby.process.pid} to "
+                   "stand by", last=lambda: tail(standby.output()))  # fmt: skip
+
+    def _standing_by(self, proc: Process) -> bool:
+        """A standby polling the locks: it says so for every account (or, should its words
+        change, it has run long enough to poll); StackError when it exited."""
+        if proc.process.poll() is not None:
+            raise StackError(f"the standby runfeed {proc.process.pid} exited with "
+                             f"{proc.process.returncode}: {tail(proc.output())}")  # fmt: skip
+        said = [line for line in proc.output().splitlines() if "standing by" in line.lower()]
+        polled = all(any(c.account in line for line in said) for c in self.chains)
+        return polled or time.monotonic() - self._started_at[proc.process.pid] >= STANDBY_SETTLE
 
     def wait_recovered(
         self,
@@ -483,441 +424,12 @@ class ChaosStack:
                 return
             time.sleep(0.1)
 
-    # --- the checks after a fault ---------------------------------------------------------------
-
-    def check_convergence(self, report: FaultReport, *, timeout: float = 20.0) -> None:
-        """Stall the market, let everything settle, then every leg of every client's rebuilt
-        chain must equal the API's answer and the simulator's truth; the market resumes."""
-        assert self.sim is not None and self.observers is not None
-        self.sim.fault(action="stall")
-        try:
-            self._settle()
-            truth = self._truth()
-            answers = {}
-            for chain in self.chains:
-                answer = httpx.get(
-                    f"{self.web_url}/api/v2/options/live",
-                    params={"underlying": chain.underlying, "expiry": chain.expiry},
-                    headers={"Cookie": self.cookie},
-                    timeout=10,
-                )
-                data = answer.json().get("data") if answer.status_code in (200, 503) else None
-                if not data or not data.get("strikes"):
-                    report.divergent.append(
-                        f"{chain.name}: the API answered HTTP "
-                        f"{answer.status_code} without a chain: "
-                        f"{answer.text[:300]}"
-                    )
-                    continue
-                answers[chain] = data
-                wrong = _against_truth(data["strikes"], truth[chain.broker])
-                if wrong:
-                    report.divergent.append(
-                        f"{chain.name}: the API answer differs from the "
-                        f"simulator in {len(wrong)} legs, e.g. {wrong[:3]}"
-                    )
-            deadline = time.monotonic() + timeout
-            while True:
-                behind = self._behind(answers)
-                if not behind or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            report.divergent += behind
-        finally:
-            self.sim.fault(action="resume")
-
-    def _settle(self, quiet: float = 1.0, timeout: float = 15.0) -> None:
-        last, since = None, time.monotonic()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            seqs = [(m or {}).get("seq") for m in map(self.meta, self.chains)]
-            if seqs != last:
-                last, since = seqs, time.monotonic()
-            elif time.monotonic() - since >= quiet:
-                return
-            time.sleep(0.1)
-
-    def _truth(self) -> dict[str, dict[str, dict[str, Any]]]:
-        assert self.sim is not None
-        instruments = [i for i in self.sim.state()["instruments"] if i["kind"] == "option"]
-        return {
-            "dhan": {str(i["security_id"]): i for i in instruments},
-            "upstox": {str(i["upstox_key"]): i for i in instruments},
-        }
-
-    def _behind(self, answers: dict[Chain, dict[str, Any]]) -> list[str]:
-        assert self.observers is not None
-        out = []
-        for client, copy in self.observers.replicas():
-            answer = answers.get(client.chain)
-            if answer is None:
-                continue
-            if copy["seq"] == answer["seq"] and copy["strikes"] == answer["strikes"]:
-                continue
-            legs = [
-                f"{strike} {side}"
-                for strike, sides in answer["strikes"].items()
-                for side, leg in sides.items()
-                if (copy["strikes"].get(strike) or {}).get(side) != leg
-            ]
-            out.append(
-                f"{client.label}: seq {copy['seq']} (API {answer['seq']}), "
-                f"{len(legs)} of {sum(map(len, answer['strikes'].values()))} legs differ "
-                f"from the API (e.g. {legs[:3]}), connected={copy['connected']}"
-            )
-        return out
-
-    def check_single_writer(
-        self, report: FaultReport, since: float, *, timeout: float = 15.0
-    ) -> None:
-        """No chain's writer run may come back after another run wrote (flip-flop), in the
-        group messages or in what clients saw; the simulator must end with one feed connection
-        per account."""
-        assert self.observers is not None
-        for chain in self.chains:
-            runs = self.observers.watcher.runs(chain, since)
-            back = _returns(runs)
-            if back:
-                report.duplicate_writers.append(
-                    f"{chain.name}: deltas of run(s) {back} came back after another run wrote "
-                    f"(runs in order: {[_short(r) for r in runs]})"
-                )
-        for client, copy in self.observers.replicas():
-            back = _returns(copy["runs"])
-            if back:
-                report.duplicate_writers.append(
-                    f"{client.label} saw run(s) {back} again (runs: {copy['runs']})"
-                )
-        deadline = time.monotonic() + timeout
-        while True:
-            counts = self.connections()
-            if all(n == 1 for n in counts.values()) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        for broker, n in counts.items():
-            if n != 1:
-                report.duplicate_writers.append(
-                    f"the simulator has {n} {broker} feed "
-                    f"connections for one account, {timeout:g} s "
-                    "after recovery (want 1)"
-                )
-
-    def check_honesty(self, report: FaultReport, start: float, end: float) -> None:
-        assert self.observers is not None
-        claims, seconds = dishonest(self.observers, start, end, grace=LIVE_GRACE)
-        report.dishonest_seconds = seconds
-        firsts: dict[str, Any] = {}
-        for claim in claims:
-            firsts.setdefault(claim.surface.split(" (")[0].split(" client")[0], claim)
-        report.dishonest_examples = [c.describe(report.started) for c in firsts.values()]
-
-    def finish(self, report: FaultReport, *, honest_until: float | None = None) -> FaultReport:
-        """The checks every fault ends with: honesty from the start to recovery, a single
-        writer since the start, convergence."""
-        end = honest_until or report.recovered or time.time()
-        self.check_honesty(report, report.started, end)
-        self.check_single_writer(report, report.started)
-        if report.recovery_error is None:
-            self.check_convergence(report)
-        return report
-
-    # --- faults -------------------------------------------------------------------------------
-
-    def fault_redis_restart(self, down: float = 10.0) -> FaultReport:
-        """(a) Redis stops for ``down`` seconds and starts again on the same port, empty."""
-        report = FaultReport("redis restart", time.time())
-        self._redis_client = None
-        self.redis.stop()
-        time.sleep(down)
-        self.redis.start()
-        report.lifted = time.time()
-        self.wait_recovered(report, report.lifted, timeout=30)
-        return self.finish(report)
-
-    def fault_kill_holder(self) -> FaultReport:
-        """(b) kill -9 of the lock holder: the standby takes over."""
-        holder = self.holder()
-        report = FaultReport("holder killed", time.time(), notes={"old_pid": holder.process.pid})
-        self._reported_exits.add(holder.process.pid)
-        holder.signal(signal.SIGKILL)
-        holder.wait(10)
-        report.lifted = report.started
-        self.wait_recovered(
-            report, report.started, timeout=LOCK_TTL + 30, not_pid=holder.process.pid
-        )
-        report.notes["new_pid"] = self.holders()
-        return self.finish(report)
-
-    def fault_freeze_holder(self, seconds: float = LOCK_TTL + 5) -> FaultReport:
-        """(c) SIGSTOP of the holder past its lock's TTL: the standby takes over; SIGCONT
-        wakes the old holder, which must not write again."""
-        holder = self.holder()
-        old_runs = {c.name: self._run_of(c) for c in self.chains}
-        report = FaultReport(
-            "holder frozen",
-            time.time(),
-            notes={"old_pid": holder.process.pid, "old_runs": old_runs},
-        )
-        holder.signal(signal.SIGSTOP)
-        report.lifted = report.started
-        self.wait_recovered(
-            report, report.started + 0.5, timeout=LOCK_TTL + 30, not_pid=holder.process.pid
-        )
-        rest = seconds - (time.time() - report.started)
-        if rest > 0:
-            time.sleep(rest)
-        woke = time.time()
-        holder.signal(signal.SIGCONT)
-        report.notes["woken_at"] = woke
-        time.sleep(5.0)  # the woken process: flushes, renewals and its shutdown happen now
-        assert self.observers is not None
-        for chain in self.chains:
-            old = old_runs[chain.name]
-            late = [d for d in self.observers.watcher.since(chain, woke) if d.run == old]
-            if late:
-                report.duplicate_writers.append(
-                    f"{chain.name}: the woken holder (pid {holder.process.pid}, run "
-                    f"{_short(old)}) sent {len(late)} deltas after SIGCONT (seqs "
-                    f"{[d.seq for d in late[:5]]}) although the standby had taken over"
-                )
-            meta = self.meta(chain) or {}
-            if old is not None and meta.get("run") == old:
-                report.duplicate_writers.append(
-                    f"{chain.name}: the Redis snapshot is the woken holder's again (run "
-                    f"{_short(old)}, seq {meta.get('seq')}) after SIGCONT"
-                )
-        return self.finish(report, honest_until=report.recovered)
-
-    def _run_of(self, chain: Chain) -> str | None:
-        return (self.meta(chain) or {}).get("run")
-
-    def fault_drop(self, number: int = 1) -> FaultReport:
-        """(d) one feed drop (the socket just drops): reconnect and ticks again."""
-        assert self.sim is not None
-        holder = self.holder()
-        logged = len(holder.output())
-        report = FaultReport(f"feed drop {number}", time.time())
-        self.sim.fault(action="drop", close_frame=False)
-        report.lifted = report.started
-        self.wait_recovered(
-            report, report.started + 0.3, timeout=45, reconnected_after=report.started
-        )
-        attempts = {account: int(n) for account, n in ATTEMPT.findall(holder.output()[logged:])}
-        report.notes["reconnect_attempt"] = attempts
-        self.check_honesty(report, report.started, report.recovered or time.time())
-        return report
-
-    def fault_drops(self, count: int = 6) -> list[FaultReport]:
-        reports = [self.fault_drop(n + 1) for n in range(count)]
-        self.check_single_writer(reports[-1], reports[0].started)
-        self.check_convergence(reports[-1])
-        return reports
-
-    def fault_stall(self, seconds: float = 30.0) -> FaultReport:
-        """(e) the simulator stops sending ticks for ``seconds`` (sockets open, pings go on)."""
-        assert self.sim is not None and self.observers is not None
-        before = self._quiet_counters()
-        report = FaultReport("stall", time.time())
-        self.sim.fault(action="stall", seconds=seconds)
-        time.sleep(seconds)
-        self.sim.fault(action="resume")
-        report.lifted = time.time()
-        after = self._quiet_counters()
-        report.notes["closes"] = after["closes"] - before["closes"]
-        report.notes["close_codes"] = [
-            c.code for cl in self.observers.clients for c in cl.closes if c.at > report.started
-        ]
-        report.notes["client_reconnects"] = after["connects"] - before["connects"]
-        report.notes["feed_reconnects"] = {
-            a: after["feed"].get(a, 0) - before["feed"].get(a, 0) for a in after["feed"]
-        }
-        report.notes["said_quiet"] = self._said_during(report.started + LIVE_GRACE, report.lifted)
-        self.wait_recovered(report, report.lifted, timeout=30)
-        return self.finish(report, honest_until=report.lifted)
-
-    def _quiet_counters(self) -> dict[str, Any]:
-        assert self.observers is not None
-        return {
-            "closes": sum(len(c.closes) for c in self.observers.clients),
-            "connects": sum(c.connects for c in self.observers.clients),
-            "feed": {
-                c.account: (self.feed_status(c.account) or {}).get("reconnects", 0)
-                for c in self.chains
-            },
-        }
-
-    def _said_during(self, start: float, end: float) -> dict[str, list[Any]]:
-        """What the status API said about each chain in [start, end] (distinct answers)."""
-        assert self.observers is not None
-        said: dict[str, list[Any]] = {}
-        for sample in self.observers.sampler.between(start, end):
-            if sample.surface != "status":
-                continue
-            seen = said.setdefault(sample.chain.name, [])
-            if sample.said not in seen:
-                seen.append(sample.said)
-        return said
-
-    def fault_market_closed(self, seconds: float = LIVE_GRACE + 4) -> FaultReport:
-        """(f) the broker says the market closed (Upstox market_info, DhanHQ status packets)."""
-        assert self.sim is not None and self.observers is not None
-        report = FaultReport("market closed", time.time())
-        self.sim.fault(action="market", status="closed", dhan_status_packet=True)
-        time.sleep(seconds)
-        after_grace = [
-            s
-            for s in self.observers.sampler.between(report.started + LIVE_GRACE, time.time())
-            if s.surface == "status"
-        ]
-        report.notes["status_said"] = self._said_during(report.started + LIVE_GRACE, time.time())
-        report.notes["closed_shown"] = {
-            c.name: any(s.chain == c for s in after_grace)
-            and all(s.market_closed for s in after_grace if s.chain == c)
-            for c in self.chains
-        }
-        report.notes["closed_or_quiet_shown"] = {
-            c.name: any(s.chain == c for s in after_grace)
-            and all(s.market_closed or s.quiet for s in after_grace if s.chain == c)
-            for c in self.chains
-        }
-        self.sim.fault(action="market", status="open", dhan_status_packet=True)
-        report.lifted = time.time()
-        self.wait_recovered(report, report.lifted, timeout=30)
-        return self.finish(report, honest_until=report.lifted)
-
-    def refusal_marks(self) -> dict[str, int]:
-        """Where each log ends now (for ``refusals_since``)."""
-        assert self.sim is not None
-        logs = self._logs()
-        return {name: len(text) for name, text in logs.items()}
-
-    def _logs(self) -> dict[str, str]:
-        assert self.sim is not None
-        logs = {f"runfeed {p.process.pid}": p.output() for p in [*self.feeds, *self.retired]}
-        if self.worker is not None:
-            logs["celery worker"] = self.worker.output()
-        logs["simulator"] = Path(self.sim.stderr_path).read_text(errors="replace")
-        return logs
-
-    def refusals_since(self, marks: dict[str, int]) -> list[str]:
-        """Rate-limit refusals (HTTP 429, DhanHQ 805) in the logs since ``marks``."""
-        found = []
-        for name, text in self._logs().items():
-            for line in text[marks.get(name, 0) :].splitlines():
-                if REFUSAL.search(line):
-                    found.append(f"{name}: {line.strip()[:240]}")
-        return found
-
-    def fault_rest_crowd(self) -> FaultReport:
-        """(g) three REST users of the same accounts at once: the standby's prime (the holder
-        hands over with SIGTERM), a forced repopulate task and ``manage.py feedcheck``."""
-        assert self.sim is not None
-        from optionsite.celery import app
-
-        holder = self.holder()
-        marks = self.refusal_marks()
-        sim_before = _sim_refusals(self.sim.state(instruments=False))
-        worker_log = len(self.worker.output()) if self.worker else 0
-        report = FaultReport("REST crowd", time.time(), notes={"old_pid": holder.process.pid})
-        self._reported_exits.add(holder.process.pid)
-        holder.signal(signal.SIGTERM)
-        with app.connection_for_write(self.redis.url(1)) as connection:
-            app.send_task("chains.repopulate_chains", kwargs={"force": True}, connection=connection)
-        check = Process(["manage.py", "feedcheck", "--timeout", "10", "--window", "2"], self.env)
-        try:
-            report.lifted = report.started
-            self.wait_recovered(
-                report, report.started + 0.5, timeout=40, not_pid=holder.process.pid
-            )
-            report.notes["feedcheck_exit"] = check.wait(120)
-        finally:
-            check.stop()
-            checked = check.output()
-            Path(check.log.name).unlink()
-        report.notes["feedcheck"] = _tail(checked, 12)
-        self._wait(
-            lambda: re.search(
-                r"Task chains\.repopulate_chains\[\S+\] (succeeded|raised)",
-                self.worker.output()[worker_log:],
-            ),
-            90,
-            "the repopulate task to finish",
-        )
-        report.notes["task"] = re.findall(
-            r"Task chains\.repopulate_chains\[\S+\] .*", self.worker.output()[worker_log:]
-        )[:2]
-        refusals = self.refusals_since(marks)
-        refusals += [
-            f"feedcheck: {x.strip()[:240]}" for x in checked.splitlines() if REFUSAL.search(x)
-        ]
-        sim_after = _sim_refusals(self.sim.state(instruments=False))
-        if sim_before is not None and sim_after is not None:
-            report.notes["simulator_refusals"] = sim_after - sim_before
-        report.notes["refusals"] = refusals
-        return self.finish(report)
-
-    def iter_faults(self) -> Iterator[tuple[str, Callable[[], Any]]]:
-        """Every fault in the order that costs least, for the benchmark."""
-        yield "market closed", self.fault_market_closed
-        yield "stall 30 s", self.fault_stall
-        yield "6 drops", self.fault_drops
-        yield "REST crowd", self.fault_rest_crowd
-        yield "holder killed", self.fault_kill_holder
-        yield "holder frozen", self.fault_freeze_holder
-        yield "redis restart", self.fault_redis_restart
-
-
-def _against_truth(strikes: dict[str, Any], truth: dict[str, dict[str, Any]]) -> list[str]:
-    wrong = []
-    for strike, sides in strikes.items():
-        for side, leg in sides.items():
-            real = truth.get(str(leg.get("instrument_id")))
-            if real is None:
-                wrong.append(f"{strike} {side}: instrument {leg.get('instrument_id')} unknown")
-                continue
-            for name in FIELDS:
-                expected = real[name]
-                if isinstance(expected, float):
-                    expected = round(expected, 2)
-                if leg.get(name) != expected:
-                    wrong.append(f"{strike} {side} {name}: {leg.get(name)} != {expected}")
-    return wrong
-
-
-def _sim_refusals(state: dict[str, Any]) -> int | None:
-    """The simulator's own count of rate-limit refusals, when /sim/state reports one."""
-    for path in (("limits", "refused"), ("refused",), ("rate_limited",), ("refusals",)):
-        value: Any = state
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        if isinstance(value, int):
-            return value
-        if isinstance(value, dict):
-            return sum(v for v in value.values() if isinstance(v, int))
-    return None
-
-
-def _returns(runs: list[Any]) -> list[str]:
-    """Runs that appear again after another run (A, B, A → [A])."""
-    seen: list[Any] = []
-    back = []
-    for run in runs:
-        if run in seen and run != seen[-1]:
-            back.append(_short(run))
-        if not seen or seen[-1] != run:
-            seen.append(run)
-    return sorted(set(back))
-
-
-def _short(run: Any) -> str:
-    return str(run)[:8] if run is not None else "None"
-
 
 def _epoch(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
-def _tail(log: str, lines: int = 6) -> str:
+def tail(log: str, lines: int = 6) -> str:
     """The last lines of a log that say something (tracebacks end with the error)."""
     kept = [line[:300] for line in log.splitlines() if line.strip()]
     return " | ".join(kept[-lines:])
