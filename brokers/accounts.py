@@ -9,6 +9,7 @@ from django.utils import timezone
 from .adapters import AccountConfig
 from .exceptions import FeedConfigError
 from .models import BrokerAccount
+from .registry import get_spec
 
 ADMIN = "admin → Broker accounts"
 
@@ -41,11 +42,7 @@ def load_account(name: str) -> BrokerAccount:
             f"{' and '.join(missing)} in {ADMIN} → {name}."
         )
     if not account.has_token:
-        how = (
-            f"log in from {ADMIN} → {name} → Log in to Upstox"
-            if account.kind == "upstox"
-            else f"paste the DhanHQ access token in {ADMIN} → {name}"
-        )
+        how = get_spec(account.kind).token.how_to_get(admin=ADMIN, name=name)
         raise FeedConfigError(f"Broker account {name!r} has no access token: {how}.")
     return account
 

@@ -26,7 +26,7 @@ from .exceptions import InstrumentFileError, InstrumentLoadError, LoginError
 from .loading import instruments_load, open_master
 from .masters import KeepFilter
 from .models import BrokerAccount, ExchangeHoliday, Instrument, TrackedChain
-from .registry import REGISTRY
+from .registry import REGISTRY, BrokerSpec
 from .secret import Secret
 
 _SECRET_WIDGET = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
@@ -163,6 +163,12 @@ def request_upstox_token(
         )
 
 
+def _spec(obj: BrokerAccount) -> BrokerSpec | None:
+    """The registry entry of the account's kind; None while no known kind is chosen (the add
+    form; the model's validation names a kind nobody registered)."""
+    return REGISTRY.get(obj.kind)
+
+
 @admin.register(BrokerAccount)
 class BrokerAccountAdmin(admin.ModelAdmin):
     form = BrokerAccountForm
@@ -248,8 +254,11 @@ class BrokerAccountAdmin(admin.ModelAdmin):
             when = timezone.localtime(obj.token_expires_at).strftime("%d %b %Y %H:%M %Z")
             token += f", {'expired' if obj.token_expired() else 'expires'} {when}"
         parts = [f"access token: {token}"]
-        if obj.kind == "upstox":
-            parts.append(f"API secret: {'set' if obj.api_secret else 'not set'}")
+        spec = _spec(obj)
+        for field in spec.secret_fields if spec else ():
+            parts.append(
+                f"{spec.field_labels[field]}: {'set' if getattr(obj, field) else 'not set'}"
+            )
         return "; ".join(parts)
 
     @admin.display(description="Token valid for")
@@ -267,15 +276,21 @@ class BrokerAccountAdmin(admin.ModelAdmin):
 
     @admin.display(description="Log in")
     def upstox_login(self, obj: BrokerAccount) -> str:
-        if obj.kind != "upstox":
-            return "DhanHQ tokens are pasted above (or set by syncaccounts); they renew daily."
+        spec = _spec(obj)
+        if spec is None:
+            return "Choose the broker kind and save the account first."
+        if spec.token.login_view is None:
+            return (
+                f"{spec.label} tokens are pasted above (or set by syncaccounts); they "
+                f"{spec.token.lifetime}."
+            )
         if obj.pk is None:
             return "Save the account first."
         return format_html(
             '<a class="button" href="{}">Log in to Upstox</a><br>'
             "Register this redirect URI with your Upstox app: <code>{}</code><br>"
             "Notifier URL for token requests: <code>{}</code>",
-            reverse("upstox-login", args=[obj.pk]),
+            reverse(spec.token.login_view, args=[obj.pk]),
             upstox_login.redirect_uri(),
             upstox_login.notifier_url(obj),
         )

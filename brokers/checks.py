@@ -13,6 +13,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections
 
+from .registry import get_spec
+
 ADMIN_ACCOUNTS = "admin → Broker accounts"
 
 
@@ -73,11 +75,7 @@ def check_accounts(
                 )
             )
         if not account.has_token:
-            how = (
-                "log in from admin (Log in to Upstox)"
-                if account.kind == "upstox"
-                else f"paste the DhanHQ access token in {ADMIN_ACCOUNTS} → {account.name}"
-            )
+            how = get_spec(account.kind).token.how_to_get(admin=ADMIN_ACCOUNTS, name=account.name)
             messages.append(
                 Warning(
                     f"Broker account '{account.name}' has no access token: its feed cannot start.",

@@ -10,11 +10,14 @@ from django.utils import timezone
 
 from .exchange import Exchange
 from .fields import EncryptedSecretField
-from .registry import REGISTRY, get_spec
+from .registry import REGISTRY, get_spec, kind_choices
 from .secret import Secret
 
 
 class BrokerKind(models.TextChoices):
+    """Names for code that means one kind (the simulator's accounts, the Upstox login, env
+    sources); the kinds an account may have are the registry's (``kind_choices``)."""
+
     DHAN = "dhan", "DhanHQ"
     UPSTOX = "upstox", "Upstox"
 
@@ -39,7 +42,7 @@ class BrokerAccount(models.Model):
     """
 
     name = models.SlugField(max_length=64, unique=True, help_text="Unique short name, e.g. 'main'.")
-    kind = models.CharField(max_length=16, choices=BrokerKind.choices)
+    kind = models.CharField(max_length=16, choices=kind_choices())
     enabled = models.BooleanField(default=True)
     client_id = models.CharField(
         max_length=128, blank=True, help_text="DhanHQ client id, or the Upstox API key."

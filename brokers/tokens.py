@@ -3,14 +3,16 @@
 Per enabled account (``token_check``):
 
 - no credentials → ``token_missing`` (or ``error`` for a missing client id / API secret);
-- an Upstox token past ``token_expires_at`` (03:30 IST daily) → ``token_expired``: an admin
-  must log in again; the broker is not asked;
+- a token the broker does not renew (``token.renewable`` False in ``brokers.registry``, e.g.
+  Upstox's, which end at 03:30 IST daily) past ``token_expires_at`` → ``token_expired``: an
+  admin must replace it; the broker is not asked;
 - otherwise the broker's profile call validates the token. A permanent refusal sets the status
   it means (``token_expired``, ``auth_failed``, ``error``) with the broker's message; a
   transient failure keeps the status and records the error;
-- a DhanHQ token that expires within ``DHAN_RENEW_MARGIN_HOURS`` (by the profile's validity
-  or the stored expiry, whichever is earlier) is renewed with RenewToken and the new token and
-  expiry stored. A failed renewal sets ``error`` with what to do while the old token lasts.
+- a token the broker renews (DhanHQ's, with RenewToken) that expires within
+  ``DHAN_RENEW_MARGIN_HOURS`` (by the profile's validity or the stored expiry, whichever is
+  earlier) is renewed with ``FeedAdapter.renew_token`` and the new token and expiry stored.
+  A failed renewal sets ``error`` with what to do while the old token lasts.
 
 Every outcome updates ``status``, ``last_error`` and ``last_checked_at`` — unless the token was
 replaced while it was being checked (then the new token is left for the next check).
@@ -29,10 +31,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from .accounts import config_of, load_account
-from .adapters import DhanAdapter, account_status_for, adapter_for
-from .dhan.rest import DhanToken
+from .adapters import RenewedToken, account_status_for, adapter_for
 from .exceptions import BrokerError, FeedConfigError, TokenCheckFailed
 from .models import AccountStatus, BrokerAccount
+from .registry import get_spec
 from .secret import Secret
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class Probe:
     """What the broker said: the token's validity, and a renewal's result when one was due."""
 
     validity: datetime | None
-    renewed: DhanToken | None = None
+    renewed: RenewedToken | None = None
     renew_error: BrokerError | None = None
 
 
@@ -94,13 +96,14 @@ def token_check(name: str, *, now: datetime | None = None) -> Verdict:
     except FeedConfigError as exc:
         return _missing(name, str(exc), now)
     token = account.access_token
-    label = "Upstox" if account.kind == "upstox" else "DhanHQ"
-    if account.kind == "upstox" and account.token_expired(now=now):
+    spec = get_spec(account.kind)
+    label = spec.label
+    if not spec.token.renewable and account.token_expired(now=now):
         assert account.token_expires_at is not None
         message = (
-            f"The Upstox access token of '{name}' expired at {_ist(account.token_expires_at)} "
-            f"(Upstox tokens end at 03:30 IST every day): an admin must log in again from "
-            f"{ADMIN} → {name} → Log in to Upstox."
+            f"The {label} access token of '{name}' expired at {_ist(account.token_expires_at)} "
+            f"({label} tokens {spec.token.lifetime}): an admin must "
+            f"{spec.token.how_to_replace(admin=ADMIN, name=name)}."
         )
         return _record(name, token, now, False, status=AccountStatus.TOKEN_EXPIRED, error=message)
     margin = timedelta(hours=settings.DHAN_RENEW_MARGIN_HOURS)
@@ -113,13 +116,14 @@ def token_check(name: str, *, now: datetime | None = None) -> Verdict:
         status = account_status_for(exc) or AccountStatus.ERROR
         return _record(name, token, now, False, status=status, error=str(exc))
     if probe.renewed is not None:
-        return _renewed(name, token, probe.renewed, now)
+        return _renewed(name, label, token, probe.renewed, now)
     expires = probe.validity or account.token_expires_at
     if probe.renew_error is not None:
         message = (
-            f"Renewing the DhanHQ access token of '{name}' failed: {probe.renew_error}. The "
+            f"Renewing the {label} access token of '{name}' failed: {probe.renew_error}. The "
             f"current token works until {_ist(expires)}; renewal is tried again at every "
-            f"check. If it keeps failing, paste a new token in {ADMIN} → {name} before then."
+            f"check. If it keeps failing, {spec.token.how_to_replace(admin=ADMIN, name=name)} "
+            "before then."
         )
         status, error, line = AccountStatus.ERROR, message, None
     else:
@@ -130,7 +134,8 @@ def token_check(name: str, *, now: datetime | None = None) -> Verdict:
 
 
 async def _probe(account: BrokerAccount, *, margin: timedelta, now: datetime) -> Probe:
-    """Ask the broker's profile; renew a DhanHQ token that expires within ``margin``.
+    """Ask the broker's profile; renew a token that expires within ``margin`` when the
+    broker renews tokens (``token.renewable`` in the registry).
 
     Raises BrokerError when the profile call fails.
     """
@@ -140,10 +145,11 @@ async def _probe(account: BrokerAccount, *, margin: timedelta, now: datetime) ->
         earliest = min(
             (t for t in (validity, account.token_expires_at) if t is not None), default=None
         )
-        if not isinstance(adapter, DhanAdapter) or earliest is None or earliest - now > margin:
+        renewable = get_spec(account.kind).token.renewable
+        if not renewable or earliest is None or earliest - now > margin:
             return Probe(validity)
         try:
-            return Probe(validity, renewed=await adapter.rest.renew_token())
+            return Probe(validity, renewed=await adapter.renew_token())
         except BrokerError as exc:
             return Probe(validity, renew_error=exc)
     finally:
@@ -158,7 +164,7 @@ def _missing(name: str, message: str, now: datetime) -> Verdict:
     return _record(name, account.access_token, now, False, status=status, error=message)
 
 
-def _renewed(name: str, old: Secret, token: DhanToken, now: datetime) -> Verdict:
+def _renewed(name: str, label: str, old: Secret, token: RenewedToken, now: datetime) -> Verdict:
     with transaction.atomic():
         account = BrokerAccount.objects.select_for_update().get(name=name)
         if account.access_token != old:
@@ -166,8 +172,8 @@ def _renewed(name: str, old: Secret, token: DhanToken, now: datetime) -> Verdict
         account.set_access_token(token.access_token, expires_at=token.expires_at)
         account.status, account.last_error, account.last_checked_at = AccountStatus.OK, "", now
         account.save()
-    logger.info("Renewed the DhanHQ access token of %s (valid until %s)", name, token.expires_at)
-    return Verdict(True, f"{name}: DhanHQ token renewed, valid until {_ist(token.expires_at)}")
+    logger.info("Renewed the %s access token of %s (valid until %s)", label, name, token.expires_at)
+    return Verdict(True, f"{name}: {label} token renewed, valid until {_ist(token.expires_at)}")
 
 
 def _record(

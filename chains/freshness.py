@@ -33,6 +33,7 @@ from brokers.exchange import (
     WEEKEND,
     MarketState,
 )
+from brokers.registry import get_spec
 
 LIVE_WITHIN_SECONDS = 5.0  # a tick this recent makes a chain live
 HEARTBEAT_MISSES = 3  # heartbeats a reader waits for before it calls the feed gone
@@ -243,11 +244,8 @@ def _state_words(
                 f"The feed of {who} lost its connection{because} and is reconnecting{when}: "
                 f"{action}.", action)  # fmt: skip
     if state == "token_wait":
-        how = (
-            "log in to Upstox again"
-            if feed.get("broker") == "upstox"
-            else "enter a new access token"
-        )
+        broker = feed.get("broker")  # None only before the worker has read its account
+        how = get_spec(broker).token.replace_short if broker else "give it a new access token"
         action = f"an admin must {how} in admin → Broker accounts"
         return (
             "Waiting for a new access token",

@@ -20,6 +20,7 @@ from django.utils import timezone
 from brokers import calendar
 from brokers.exchange import IST, exchange_for
 from brokers.models import AccountStatus, BrokerAccount, TrackedChain
+from brokers.registry import get_spec
 
 from . import freshness as fresh
 from . import store
@@ -216,7 +217,7 @@ def _account_problem(account: BrokerAccount, now: datetime) -> tuple[str, str] |
             f"Account '{account.name}' has no {what}: an admin must add it in {ADMIN}.",
         )
     if account.status == AccountStatus.TOKEN_EXPIRED or account.token_expired(now=now):
-        how = "log in to Upstox again" if account.kind == "upstox" else "enter a new token"
+        how = get_spec(account.kind).token.replace_short
         return (
             "token_expired",
             f"The access token of account '{account.name}' has expired: an admin must {how} "
@@ -310,7 +311,7 @@ def _token_left(account: BrokerAccount, now: datetime) -> tuple[int | None, str]
     if not account.has_token:
         return None, "no token"
     if account.status == AccountStatus.TOKEN_EXPIRED:
-        how = "log in to Upstox again" if account.kind == "upstox" else "enter a new token"
+        how = get_spec(account.kind).token.replace_short
         return None, f"expired (the broker says so): {how} in {ADMIN}"
     if account.status == AccountStatus.AUTH_FAILED:
         return None, f"refused by the broker: fix the credentials in {ADMIN}"

@@ -30,8 +30,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from brokers.accounts import ADMIN, config_of, load_account
-from brokers.adapters import AccountConfig, DhanAdapter, FeedAdapter, InstrumentRef, adapter_for
+from brokers.adapters import AccountConfig, FeedAdapter, InstrumentRef, adapter_for
 from brokers.exceptions import BrokerError, CodecError, FeedConfigError
+from brokers.registry import get_spec
 from brokers.ticks import Disconnect, Tick
 
 from .. import store
@@ -120,7 +121,7 @@ class FeedCheck:
             plans = plan_chains(account)
         except FeedConfigError as exc:  # reported at "subscribed", where chains are needed
             plans = exc
-        what = "client id, API secret" if account.kind == "upstox" else "client id"
+        what = ", ".join(get_spec(account.kind).credential_labels())
         self._pass(CREDENTIALS, f"{account.name} ({account.kind}): {what}, access token stored")
         return config_of(account), plans
 
@@ -182,9 +183,8 @@ class FeedCheck:
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             detail = f"cannot open {safe_url}: {type(exc).__name__}: {exc}"
             raise _Failed(CONNECTED, detail, FIXES[CONNECTED]) from None
-        limit = (
-            "DhanHQ allows 5" if isinstance(adapter, DhanAdapter) else "Upstox allows 2 (Plus 5)"
-        )
+        spec = get_spec(adapter.kind)
+        limit = f"{spec.label} allows {spec.feed_connections}"
         self._pass(CONNECTED, f"{safe_url} (the check's own connection; {limit} per user)")
         return ws
 

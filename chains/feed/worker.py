@@ -44,8 +44,9 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from brokers.adapters import AccountConfig, DhanAdapter, FeedAdapter, InstrumentRef
+from brokers.adapters import AccountConfig, FeedAdapter, InstrumentRef
 from brokers.exceptions import BrokerError, CodecError, FeedConfigError
+from brokers.registry import get_spec
 from brokers.ticks import Disconnect, MarketStatus, Tick
 
 from .. import store
@@ -248,8 +249,9 @@ class FeedWorker:
             counters.last_tick_at = received_at
 
     def _on_disconnect(self, event: Disconnect) -> None:
-        status = DhanAdapter.disconnect_status(event.reason_code)
-        text = f"DhanHQ closed the feed: {event.reason} (code {event.reason_code})"
+        spec = get_spec(event.broker)
+        status = spec.disconnect_status(event.reason_code)
+        text = f"{spec.label} closed the feed: {event.reason} (code {event.reason_code})"
         if status is not None:
             raise PermanentFeedError(text + what_to_do(status), status=status)
         logger.warning("%s; reconnecting", text)

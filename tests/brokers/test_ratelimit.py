@@ -26,8 +26,9 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from brokers.adapters import AccountConfig, DhanAdapter, UpstoxAdapter, adapter_for
+from brokers.adapters import AccountConfig, adapter_for
 from brokers.connections import client_options
+from brokers.dhan.adapter import DhanAdapter
 from brokers.dhan.rest import DhanRestClient
 from brokers.exceptions import BrokerError
 from brokers.http import NO_RETRY
@@ -47,6 +48,7 @@ from brokers.ratelimit import (
     upstox_limiter,
 )
 from brokers.secret import Secret
+from brokers.upstox.adapter import UpstoxAdapter
 from tests.processes import eventually, free_port
 
 EPS = 1e-9

@@ -235,7 +235,7 @@ def test_an_expired_account_never_shows_time_left_from_its_old_expiry(user_clien
     assert account["token_time_left"].startswith("expired (the broker says so)")
     page = user_client.get("/status/").content.decode()
     assert "23h 47m" not in page
-    assert "expired (the broker says so): enter a new token" in page
+    assert "expired (the broker says so): enter a new access token" in page
 
 
 def test_time_left_in_words(user_client):

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from brokers.models import BrokerAccount, BrokerKind
+from brokers.registry import get_spec
 from brokers.secret import Secret
 
 
@@ -112,7 +113,7 @@ class Command(BaseCommand):
         client_id = env[src.client_id_var]
         if account.client_id != client_id:
             account.client_id = client_id
-            changes.append("client id" if src.kind == BrokerKind.DHAN else "API key")
+            changes.append(get_spec(src.kind).field_labels["client_id"])
         notes: list[str] = []
         for var, field in {**src.required_secrets, **src.optional_secrets}.items():
             value = env.get(var)
