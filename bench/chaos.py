@@ -1,6 +1,6 @@
 """The faults of a trading day, timed: how long until live again, and what people were told.
 
-    python bench/chaos.py [--clients 4] [--drops 6] [--only NAME ...] [--json]
+    python bench/chaos.py [--clients 4] [--drops 6] [--only FAULT ...] [--json]
 
 The stack of the chaos tests (``tests/chaos/stack.py``): a private ``redis-server`` on a free
 port, a temporary SQLite database, ``manage.py runsim`` (one weekly and one monthly expiry,
@@ -26,7 +26,9 @@ Per fault:
 * divergent clients — after recovery the market is stalled and every client's rebuilt chain
   must equal the API's answer, which must equal the simulator's truth, leg by leg;
 * duplicate writers — a writer run whose deltas come back after another run wrote, a woken
-  holder writing, or more than one simulator feed connection per account at the end.
+  holder writing, or more than one simulator feed connection per account at the end;
+* what the API said in turn from the fault to recovery (its freshness state: the stale state
+  a takeover should show meanwhile).
 
 Goals: Redis restart → live ≤ 5 s after Redis answers; holder killed → standby live ≤ 12 s with
 the stale state shown meanwhile (no "live"); a drop → live ≤ 2 s; everywhere 0 s of "live"
@@ -54,7 +56,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--drops", type=int, default=6)
-    parser.add_argument("--only", nargs="*", help="run only these faults (names as printed)")
+    parser.add_argument("--only", nargs="*", metavar="FAULT",
+                        help="run only these: 'market closed', stall, 'feed drops', 'REST crowd', "
+                        "'holder killed', 'holder frozen', 'redis restart'")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
@@ -151,6 +155,11 @@ def print_table(results: dict[str, Any]) -> None:
         f"{results['live_grace_seconds']:g} s; whole run {results['seconds']:.0f} s)"
     )
     for row in results["faults"]:
+        said = "; ".join(f"{chain}: {' → '.join(words)}" for chain, words in
+                         (row.get("api_said") or {}).items())  # fmt: skip
+        if said and not row["fault"].startswith("feed drop"):
+            print(f"  {row['fault']}: the API said {said}")
+    for row in results["faults"]:
         details = [
             *([row["recovery_error"]] if row.get("recovery_error") else []),
             *row.get("live_claims", [])[:2],
@@ -165,7 +174,7 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+    return "-" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

@@ -206,6 +206,24 @@ def honesty(stack: ChaosStack, report: FaultReport, start: float, end: float) ->
     for claim in claims:
         firsts.setdefault(claim.surface.split(" (")[0].split(" client")[0], claim)
     report.dishonest_examples = [c.describe(report.started) for c in firsts.values()]
+    report.notes["api_said"] = api_said(stack, start, end)
+
+
+def api_said(stack: ChaosStack, start: float, end: float) -> dict[str, list[str]]:
+    """What the JSON API said about each chain in [start, end], changes only: its freshness
+    state (else its source, else the HTTP status and code), e.g. ["live", "stale", "live"]."""
+    assert stack.observers is not None
+    out: dict[str, list[str]] = {}
+    for sample in stack.observers.sampler.between(start, end):
+        if sample.surface != "api":
+            continue
+        said = sample.said
+        word = str(said.get("freshness.state") or said.get("data.source")
+                   or f"HTTP {sample.http} {said.get('code', '')}".strip())  # fmt: skip
+        seen = out.setdefault(sample.chain.name, [])
+        if not seen or seen[-1] != word:
+            seen.append(word)
+    return out
 
 
 def finish(
