@@ -21,7 +21,7 @@ class FeedSettings:
     liveness_timeout: float = 60.0
     ping_interval: float = 10.0
     quiet_after: float = 5.0
-    backoff_base: float = 1.0
+    backoff_base: float = 0.5  # the first retry after a working connection waits ≤ 0.5 s
     backoff_cap: float = 30.0
     token_poll_interval: float = 2.0
     lock_ttl: float = 10.0
