@@ -33,19 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 from redis.exceptions import RedisError
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from brokers.adapters import AccountConfig, FeedAdapter, InstrumentRef
-from brokers.exceptions import BrokerError, CodecError, FeedConfigError
+from brokers.exceptions import CodecError
 from brokers.registry import get_spec
 from brokers.ticks import Disconnect, MarketStatus, Tick
 
@@ -53,8 +50,10 @@ from .. import store
 from ..book import ChainBook, FeedBook
 from ..ownership import FeedLock
 from ..plan import ChainPlan, chain_plans
+from . import books
+from .connection import Connection
 from .publisher import LockLost, Publisher
-from .session import FeedSession, Stale
+from .session import Stale
 from .settings import FeedSettings
 from .status import (
     BACKOFF,
@@ -64,13 +63,13 @@ from .status import (
     STOPPED,
     STOPPING,
     STORE_UNAVAILABLE,
-    TOKEN_WAIT,
     Counters,
     FeedStatus,
     Health,
     feed_status,
 )
-from .tokens import PermanentFeedError, TokenLifecycle, running, status_for, wait, what_to_do
+from .supervision import TaskDied, guarded, primary
+from .tokens import PermanentFeedError, TokenLifecycle, running, wait, what_to_do
 
 __all__ = [
     "FeedSettings",
@@ -104,7 +103,6 @@ class FeedWorker:
         self.counters = Counters()
         self.lock = FeedLock(redis, account, ttl=s.lock_ttl, margin=s.lock_margin)
         self.tokens = TokenLifecycle(account=account, settings=s, health=self.health, redis=redis)
-        self.tokens.on_new_token = self._switch_token
         self.publisher = Publisher(
             account=account, redis=redis, layer=channel_layer, lock=self.lock,
             counters=self.counters,
@@ -114,7 +112,11 @@ class FeedWorker:
         self.index_refs: list[InstrumentRef] = []
         self.leg_refs: list[InstrumentRef] = []
         self.market: dict[str, str] = {}
-        self.session: FeedSession | None = None
+        self.connection = Connection(
+            account=account, settings=s, tokens=self.tokens, counters=self.counters,
+            health=self.health, handle=self.handle_frame,
+        )  # fmt: skip
+        self.tokens.on_new_token = self.connection.switch_token
         self._redis_trouble = False  # a Redis failure was logged and not yet its recovery
 
     # --- the parts' state, as one worker -----------------------------------------------------
@@ -145,75 +147,17 @@ class FeedWorker:
 
     async def prepare(self) -> None:
         """Centre strike windows on the spot (REST) and build fresh books (a new ``run``)."""
-        self.tokens.open_adapter()
-        spots = await self._spots()
-        books: list[ChainBook] = []
-        self.index_refs, self.leg_refs = [], []
-        for plan in self.plans:
-            narrowed = plan.narrowed(spots.get(plan.index.broker_id))
-            books.append(narrowed.new_book())
-            self.leg_refs.extend(leg.ref for leg in narrowed.legs)
-            if narrowed.index not in self.index_refs:
-                self.index_refs.append(narrowed.index)
-            logger.info(
-                "Chain %s %s on %s: %d strikes, %d instruments (window %s)",
-                narrowed.underlying,
-                narrowed.expiry,
-                self.account,
-                len(narrowed.strikes()),
-                len(narrowed.legs),
-                f"±{plan.window}" if plan.window is not None and narrowed is not plan else "all",
-            )
-        self.book = FeedBook(books)
-
-    async def _spots(self) -> dict[str, float]:
         adapter = self.tokens.open_adapter()
-        wanted = {}
-        for plan in self.plans:
-            if plan.window is not None:
-                wanted.setdefault(plan.index, plan.expiry)  # plans are nearest expiry first
-        if not wanted:
-            return {}
-        try:
-            return await adapter.spots(list(wanted.items()))
-        except BrokerError as exc:
-            logger.warning(
-                "Could not fetch spot prices for %s (%s): following every strike until the "
-                "next restart centres the strike windows",
-                self.account,
-                exc,
-            )
-            return {}
+        spots = await books.fetch_spots(adapter, self.plans, account=self.account)
+        self.book, self.index_refs, self.leg_refs = books.build(
+            self.plans, spots, account=self.account
+        )
 
     async def prime(self, stop: asyncio.Event | None = None) -> None:
         """Populate every chain from the broker's REST option chain (within its rate limit),
         until ``stop`` is set."""
-        book = self.book
-        assert book is not None
-        for chain in book.chains.values():
-            if stop is not None and stop.is_set():
-                return
-            adapter = self.tokens.open_adapter()  # a new token may have replaced it meanwhile
-            index = next(r for r in self.index_refs if r.broker_id == chain.index_instrument)
-            started = time.time()
-            try:
-                rest = await adapter.option_chain(index, chain.expiry)
-            except BrokerError as exc:
-                logger.warning(
-                    "REST prime of %s %s failed: %s", chain.underlying, chain.expiry, exc
-                )
-                continue
-            applied = chain.apply_rest(rest.spot, rest.rows, started)
-            stats = chain.stats()
-            logger.info(
-                "Primed %s %s from REST: %d legs updated, %s of %s legs priced, spot %s",
-                chain.underlying,
-                chain.expiry,
-                applied,
-                stats["legs_priced"],
-                stats["legs"],
-                stats["spot"],
-            )
+        assert self.book is not None
+        await books.prime(self.book, self.tokens.open_adapter, self.index_refs, stop=stop)
 
     def handle_frame(self, frame: bytes | str, received_at: float) -> None:
         """Decode one frame and apply every event; malformed frames are counted and skipped."""
@@ -334,7 +278,7 @@ class FeedWorker:
                 except Exception as exc:
                     crashes_in_a_row += 1
                     self.counters.crashes += 1
-                    delay = self._backoff(crashes_in_a_row)
+                    delay = self.connection.backoff(crashes_in_a_row)
                     logger.error(
                         "Feed of %s failed (%s: %s); restarting it in %.1fs",
                         self.account, type(exc).__name__, exc, delay, exc_info=exc,
@@ -382,14 +326,18 @@ class FeedWorker:
         try:
             await self.prepare()
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._keep_lock(stop), name=f"{self.account}: lock")
-                group.create_task(self._report(stop), name=f"{self.account}: status")
-                group.create_task(self._flusher(stop), name=f"{self.account}: flusher")
-                group.create_task(self.tokens.watch(stop), name=f"{self.account}: account")
-                group.create_task(self.prime(stop), name=f"{self.account}: prime")
-                group.create_task(self._connect_loop(stop), name=f"{self.account}: feed")
+                for name, work, forever in (
+                    ("lock keeper", self._keep_lock(stop), True),
+                    ("status reporter", self._report(stop), True),
+                    ("flusher", self._flusher(stop), True),
+                    ("account watcher", self.tokens.watch(stop), True),
+                    ("REST prime", self.prime(stop), False),
+                    ("feed connection", self.connection.run(stop, self.index_refs,
+                                                            self.leg_refs), True),
+                ):  # fmt: skip
+                    group.create_task(guarded(name, work, stop, forever=forever))
         except BaseExceptionGroup as group:
-            raise _primary(group) from None
+            raise primary(group) from None
         finally:
             await self._shutdown()
 
@@ -441,9 +389,9 @@ class FeedWorker:
         book holds (only while the lock is ours), release the lock. Never raises Redis or
         database errors (they are logged): the way out must not hide why we left."""
         self.health.set(STOPPING)
-        if self.session is not None:
-            await self.session.unsubscribe_and_close(self.index_refs, self.leg_refs)
-            self.session = None
+        session, self.connection.session = self.connection.session, None
+        if session is not None:
+            await session.unsubscribe_and_close(self.index_refs, self.leg_refs)
         if self.book is not None and await self._still_ours():
             try:
                 await self.flush()
@@ -469,77 +417,6 @@ class FeedWorker:
 
     # --- the connection loop -------------------------------------------------------------------
 
-    async def _connect_loop(self, stop: asyncio.Event) -> None:
-        attempt = 0
-        token_suspect = 0  # failures in a row that suggest a token problem
-        tokens = self.tokens
-        while running(stop):
-            session: FeedSession | None = None
-            try:
-                if attempt or tokens.swap_requested:
-                    await tokens.refresh()  # tokens roll over daily
-                    if token_suspect >= 2 and not tokens.swap_requested:
-                        await tokens.check()
-                tokens.swap_requested = False
-                session = self.session = FeedSession(
-                    account=self.account, adapter=tokens.open_adapter(),
-                    settings=self.settings, counters=self.counters, health=self.health,
-                    handle=self.handle_frame,
-                )  # fmt: skip
-                await session.run(stop, self.index_refs, self.leg_refs)
-                continue  # returns only when stop is set
-            except PermanentFeedError as exc:
-                await tokens.mark(exc.status, str(exc))
-                await tokens.wait_for_new_token(stop)
-                attempt = token_suspect = 0
-                continue
-            except FeedConfigError as exc:  # e.g. the token was removed in admin meanwhile
-                self.health.set(TOKEN_WAIT, str(exc))
-                logger.error("Feed of %s paused: %s", self.account, exc)
-                await tokens.wait_for_new_token(stop)
-                attempt = token_suspect = 0
-                continue
-            except (OSError, ConnectionClosed, InvalidHandshake, Stale, TimeoutError) as exc:
-                if tokens.swap_requested:
-                    self.counters.reconnects += 1
-                    logger.info("Reconnecting %s with its new token", self.account)
-                    continue
-                self.health.error = f"{type(exc).__name__}: {exc}"
-                logger.warning("Feed of %s lost: %s", self.account, self.health.error)
-                if _refused_login(exc):
-                    token_suspect = 2  # check the token before the next attempt
-                elif session is not None and session.frames_at_open is not None:
-                    token_suspect = 0 if session.delivered else token_suspect + 1
-            except BrokerError as exc:
-                if exc.permanent:
-                    await tokens.mark(status_for(exc), str(exc))
-                    await tokens.wait_for_new_token(stop)
-                    attempt = token_suspect = 0
-                    continue
-                self.health.error = str(exc)
-                logger.warning("Feed of %s: %s", self.account, exc)
-            if stop.is_set():
-                break
-            if session is not None and session.delivered:
-                attempt = 0  # the connection worked: this drop starts a new series
-            attempt += 1
-            self.counters.reconnects += 1
-            delay = self._backoff(attempt)
-            self.health.set(BACKOFF)
-            self.health.retry_at = time.time() + delay
-            logger.info("Reconnecting %s in %.1fs (attempt %d)", self.account, delay, attempt)
-            if await wait(stop, delay):
-                break
-
-    def _backoff(self, attempt: int) -> float:
-        """Full jitter under a cap doubling from ``backoff_base`` at the first attempt."""
-        cap = min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** (attempt - 1))
-        return random.uniform(0, cap)
-
-    async def _switch_token(self) -> None:
-        if self.session is not None:
-            await self.session.close(1000, "switching to a new token")
-
     # --- Redis trouble, said once per outage ---------------------------------------------------
 
     def _store_trouble(self, what: str, exc: Exception) -> None:
@@ -552,50 +429,3 @@ class FeedWorker:
         if self._redis_trouble:
             self._redis_trouble = False
             logger.warning("Redis answers again for the feed of %s", self.account)
-
-
-class TaskDied(Exception):
-    """A task of the worker ended without being asked to: the holding restarts."""
-
-
-async def guarded(name: str, work: Coroutine[Any, Any, None], stop: asyncio.Event, *,
-                  forever: bool) -> None:  # fmt: skip
-    """Run ``work`` as a supervised task: a task group silently forgets a child that is
-    cancelled by anyone but the group (a library's stray cancellation) or that returns early,
-    so both become ``TaskDied`` here — seen, logged and restarted like any failure."""
-    try:
-        await work
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # the group (or the process) is cancelling us: not ours to change
-        raise TaskDied(f"the {name} was cancelled unexpectedly") from None
-    if forever and not stop.is_set():
-        raise TaskDied(f"the {name} ended by itself")
-
-
-def _refused_login(exc: BaseException) -> bool:
-    """True when the feed's handshake was refused as unauthorised (a token problem)."""
-    return isinstance(exc, InvalidStatus) and exc.response.status_code in (401, 403)
-
-
-def _primary(group: BaseExceptionGroup) -> BaseException:
-    """The exception that ended a task group: a lost lock first (it explains the others),
-    else the first that is not a cancellation."""
-    flat: list[BaseException] = []
-
-    def walk(g: BaseExceptionGroup) -> None:
-        for exc in g.exceptions:
-            if isinstance(exc, BaseExceptionGroup):
-                walk(exc)
-            else:
-                flat.append(exc)
-
-    walk(group)
-    for exc in flat:
-        if isinstance(exc, LockLost):
-            return exc
-    for exc in flat:
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return flat[0]

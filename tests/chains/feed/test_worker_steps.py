@@ -4,54 +4,25 @@ snapshots and deltas published, snapshots persisted."""
 
 from __future__ import annotations
 
-import io
 import struct
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
-import pytest_asyncio
 from channels.layers import get_channel_layer
 from django.core.management import CommandError, call_command
 
 from brokers.dhan import encode
 from brokers.exceptions import FeedConfigError
-from brokers.models import AccountStatus, BrokerAccount, Instrument, TrackedChain
+from brokers.models import AccountStatus, Instrument
 from chains import store
 from chains.feed.session import FeedSession
 from chains.feed.worker import FeedWorker, PermanentFeedError
 from chains.models import ChainSnapshot
-from tests.brokers.factories import (
-    DHAN_COMPACT_HEADER,
-    csv_bytes,
-    dhan_account,
-    dhan_compact_rows,
-    next_thursday,
-)
+from tests.brokers.factories import dhan_account
+from tests.chains.fixtures import EXPIRY, tracked
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-EXPIRY = next_thursday(datetime.now(UTC).date() + timedelta(days=1))
-STRIKES = [25_900, 26_000, 26_100]
-
-
-def tracked_dhan(tmp_path, name: str = "main") -> BrokerAccount:
-    account = dhan_account(name)
-    path = tmp_path / "m.csv"
-    path.write_bytes(csv_bytes(DHAN_COMPACT_HEADER, dhan_compact_rows(EXPIRY, STRIKES)))
-    call_command("loadinstruments", account=name, file=path, stdout=io.StringIO())
-    TrackedChain.objects.create(
-        account=account, underlying="NIFTY", expiries=1,
-        index_instrument=Instrument.objects.get(account=account, broker_id="13"),
-    )  # fmt: skip
-    return account
-
-
-@pytest_asyncio.fixture
-async def redis_client():
-    client = store.async_client()
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.aclose()
+STRIKES = [25_900, 26_000, 26_100]  # one NIFTY chain (tracked(..., expiries=1)) of six legs
 
 
 @pytest.fixture
@@ -62,7 +33,7 @@ def layer():
 async def ready_worker(tmp_path, redis_client, layer) -> FeedWorker:
     from asgiref.sync import sync_to_async
 
-    await sync_to_async(tracked_dhan)(tmp_path)
+    await sync_to_async(tracked)(tmp_path, "dhan", expiries=1, strikes=STRIKES)
     worker = FeedWorker("main", channel_layer=layer, redis=redis_client)
     await worker.verify()
     assert await worker.lock.acquire()  # the one writer of its chains
@@ -83,7 +54,7 @@ def test_runfeed_without_accounts_exits_naming_the_fix():
 
 
 def test_runfeed_without_token_exits_naming_the_fix(tmp_path):
-    account = tracked_dhan(tmp_path)
+    account = tracked(tmp_path, "dhan", expiries=1, strikes=STRIKES)
     account.set_access_token("")
     account.save()
     with pytest.raises(CommandError, match="no access token: paste the DhanHQ access token"):
@@ -96,7 +67,7 @@ def test_runfeed_unknown_account(tmp_path):
 
 
 def test_runfeed_disabled_account(tmp_path):
-    account = tracked_dhan(tmp_path)
+    account = tracked(tmp_path, "dhan", expiries=1, strikes=STRIKES)
     account.enabled = False
     account.save()
     with pytest.raises(CommandError, match="is disabled: enable it"):
@@ -110,7 +81,7 @@ def test_runfeed_without_tracked_chains(tmp_path):
 
 
 def test_runfeed_without_instruments_for_the_chain(tmp_path):
-    account = tracked_dhan(tmp_path)
+    account = tracked(tmp_path, "dhan", expiries=1, strikes=STRIKES)
     Instrument.objects.filter(account=account, kind="option").delete()
     with pytest.raises(CommandError, match=r"no unexpired options.*loadinstruments --account main"):
         call_command("runfeed", "--account", "main")
@@ -210,7 +181,7 @@ async def test_status_reports_counters(tmp_path, redis_client, layer):
 async def test_verify_raises_config_error_for_missing_token(tmp_path, redis_client, layer):
     from asgiref.sync import sync_to_async
 
-    account = await sync_to_async(tracked_dhan)(tmp_path)
+    account = await sync_to_async(tracked)(tmp_path, "dhan", expiries=1, strikes=STRIKES)
     account.set_access_token("")
     await sync_to_async(account.save)()
     with pytest.raises(FeedConfigError):
@@ -272,7 +243,7 @@ async def test_a_backlog_of_frames_still_lets_flushes_and_status_run(tmp_path, r
 async def test_a_task_cancelled_by_something_else_is_a_failure_not_a_silent_end():
     import asyncio
 
-    from chains.feed.worker import TaskDied, guarded
+    from chains.feed.supervision import TaskDied, guarded
 
     async def cancelled_from_inside() -> None:  # as a library's stray cancellation does
         raise asyncio.CancelledError
@@ -285,7 +256,7 @@ async def test_a_task_cancelled_by_something_else_is_a_failure_not_a_silent_end(
 async def test_a_task_that_should_run_until_stop_and_returns_is_a_failure():
     import asyncio
 
-    from chains.feed.worker import TaskDied, guarded
+    from chains.feed.supervision import TaskDied, guarded
 
     async def returns() -> None:
         return None
@@ -302,7 +273,7 @@ async def test_a_task_that_should_run_until_stop_and_returns_is_a_failure():
 async def test_a_cancellation_by_the_group_passes_through():
     import asyncio
 
-    from chains.feed.worker import guarded
+    from chains.feed.supervision import guarded
 
     started = asyncio.Event()
 
