@@ -13,8 +13,8 @@ option chains). The rule they follow:
    was frozen (SIGSTOP, a long GC, a swapped-out VM) and woke past its deadline, writes
    nothing more and stands down: a standby may own the chain by then.
 3. **While the lock exists, REST chains are handed over**, never written by the task:
-   ``hand_over_rest_chain`` queues them and the holder merges them into its book (newer
-   exchange time wins per leg) — ``take_rest_chains``.
+   ``hand_over_rest_chain`` queues them (a ``RestHandover`` each) and the holder merges them
+   into its book (newer exchange time wins per leg) — ``take_rest_chains``.
 4. **Without a holder, the repopulate task writes** with an optimistic lock
    (``replace_snapshot``): the chain key and the lock key are watched while the current
    snapshot is read and merged; a write by anyone else in between (a worker that just took
@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
 
@@ -35,8 +36,9 @@ import redis.asyncio as aioredis
 
 from brokers.connections import sync_client
 
-from .exceptions import SnapshotContention
-from .store import PREFIX, chain_key, dumps, meta_key, snapshot_meta
+from .contracts import StoredSnapshot, parse_snapshot, require_keys, snapshot_meta
+from .exceptions import ContractError, SnapshotContention
+from .store import PREFIX, chain_key, dumps, meta_key
 
 # --- 1 and 2: the feed lock -----------------------------------------------------------------------
 
@@ -60,27 +62,38 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# Fenced writes: SET KEYS[2..n] only while KEYS[1] (the lock) holds our token — or, when
-# ARGV[2] is '1', while nobody holds it. ARGV[2i-1], ARGV[2i]: value and TTL (ms, 0 = none,
-# -1 = the lock's remaining life, so the key can never outlive the lock) of KEYS[i].
+# Fenced writes: SET KEYS[2..n] only while KEYS[1] (the lock) holds our token ARGV[1]. When the
+# key is gone (Redis restarted empty): take it back first if ARGV[2] is '1' (the caller still
+# holds it by its own deadline, ARGV[4] ms of TTL), else write anyway if ARGV[3] is '1' (a
+# stopping worker's status), else refuse. ARGV[2i+1], ARGV[2i+2]: value and TTL (ms, 0 = none,
+# negative = the lock's remaining life, so the key never outlives the lock) of KEYS[i].
+# Returns 0 (refused), 1 (written) or 2 (written after taking the lock back).
 _FENCED_SET = """
 local holder = redis.call('get', KEYS[1])
-if holder ~= ARGV[1] and not (ARGV[2] == '1' and not holder) then
-  return 0
+local result = 1
+if holder ~= ARGV[1] then
+  if holder then
+    return 0
+  elseif ARGV[2] == '1' then
+    redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[4])
+    result = 2
+  elseif ARGV[3] ~= '1' then
+    return 0
+  end
 end
 local lock_ttl = redis.call('pttl', KEYS[1])
 for i = 2, #KEYS do
-  local ttl = tonumber(ARGV[2 * i])
+  local ttl = tonumber(ARGV[2 * i + 2])
   if ttl < 0 then
     ttl = lock_ttl > 0 and lock_ttl or -ttl
   end
   if ttl > 0 then
-    redis.call('set', KEYS[i], ARGV[2 * i - 1], 'PX', ttl)
+    redis.call('set', KEYS[i], ARGV[2 * i + 1], 'PX', ttl)
   else
-    redis.call('set', KEYS[i], ARGV[2 * i - 1])
+    redis.call('set', KEYS[i], ARGV[2 * i + 1])
   end
 end
-return 1
+return result
 """
 
 Clock = Callable[[], float]
@@ -120,6 +133,7 @@ class FeedLock:
         self.clock = clock
         self.token = secrets.token_hex(16)
         self._valid_until = 0.0
+        self._key_lost = False  # the key was found gone and taken back: see take_key_lost()
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._fenced_set = client.register_script(_FENCED_SET)
@@ -148,6 +162,8 @@ class FeedLock:
         retake = "1" if self.held() else "0"
         result = await self._renew(keys=[self.key], args=[self.token, self.ttl_ms, retake])
         ok = bool(result)
+        if result == 2:
+            self._key_lost = True
         self._valid_until = sent + self.ttl - self.margin if ok else 0.0
         return ok
 
@@ -160,19 +176,31 @@ class FeedLock:
         self, items: list[tuple[str, str, float | None]], *, or_free: bool = False
     ) -> bool:
         """SET each (key, value, ttl) atomically, only while Redis says this token holds the
-        lock (``or_free``: or nobody does). ``ttl`` in seconds, None for none, or negative:
+        lock — a key lost to a Redis restart is taken back first while ``held()`` — or, with
+        ``or_free``, while nobody does. ``ttl`` in seconds, None for none, or negative:
         expire with the lock (without a lock, after ``-ttl`` seconds). False: nothing was
         written — the lock belongs to another worker (or to nobody, without ``or_free``).
 
         This is the fence of rule 2: a holder that froze mid-flush and woke after a standby
         took over cannot overwrite the new holder's snapshot. Raises RedisError."""
-        if not or_free and not self.held():
+        held = self.held()
+        if not or_free and not held:
             return False
-        args: list[str | int] = [self.token, "1" if or_free else "0"]
+        args: list[str | int] = [self.token, "1" if held else "0", "1" if or_free else "0",
+                                 self.ttl_ms]  # fmt: skip
         for _key, value, ttl in items:
             args += [value, round(ttl * 1000) if ttl else 0]
         keys = [self.key, *(key for key, _, _ in items)]
-        return bool(await self._fenced_set(keys=keys, args=args))
+        result = await self._fenced_set(keys=keys, args=args)
+        if result == 2:
+            self._key_lost = True
+        return bool(result)
+
+    def take_key_lost(self) -> bool:
+        """True once after the lock's key was found gone and taken back (Redis restarted
+        empty, so everything this holder wrote before is gone too)."""
+        lost, self._key_lost = self._key_lost, False
+        return lost
 
     async def holder(self) -> str | None:
         value = await self.client.get(self.key)
@@ -188,23 +216,65 @@ def rest_key(account: str) -> str:
     return f"{PREFIX}rest:{account}"
 
 
-def hand_over_rest_chain(account: str, chain: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class RestHandover:
+    """A REST option chain the repopulate task hands to the feed worker that holds the
+    account's lock (``optionsite:rest:<account>``, one JSON object per chain, oldest first).
+
+    ``observed_at`` is when the fetch started (epoch seconds): the worker merges the rows as
+    observed then, so a tick newer than the fetch is kept. ``spot`` is the underlying's price
+    (None: the REST answer had none); ``rows`` maps the broker's instrument id to chain-book
+    market fields (``ChainBook.apply_fields``; None: not given).
+    """
+
+    underlying: str
+    expiry: date
+    observed_at: float
+    spot: float | None
+    rows: Mapping[str, Mapping[str, object]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"underlying": self.underlying, "expiry": self.expiry.isoformat(),
+                "observed_at": self.observed_at, "spot": self.spot, "rows": self.rows}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, raw: object) -> RestHandover:
+        """The handover ``to_json`` wrote; ContractError naming a missing or renamed key, or
+        a value that is not what the writer writes."""
+        item = require_keys("A REST chain handed to the feed worker", raw, _HANDOVER_KEYS)
+        try:
+            expiry = date.fromisoformat(item["expiry"])
+        except (TypeError, ValueError):  # named below with the record it came from
+            raise ContractError(
+                f"A REST chain handed to the feed worker has expiry {item['expiry']!r}, not a "
+                "YYYY-MM-DD date: the repopulate task and the feed worker run different code."
+            ) from None
+        return cls(item["underlying"], expiry, float(item["observed_at"]), item["spot"],
+                   item["rows"])  # fmt: skip
+
+
+_HANDOVER_KEYS = frozenset({"underlying", "expiry", "observed_at", "spot", "rows"})
+
+
+def hand_over_rest_chain(account: str, chain: RestHandover) -> None:
     """Queue a REST chain for the account's feed worker, the one writer of its chains."""
     key = rest_key(account)
     with sync_client().pipeline(transaction=True) as pipe:
-        pipe.rpush(key, dumps(chain))
+        pipe.rpush(key, dumps(chain.to_json()))
         pipe.expire(key, REST_HANDOFF_TTL)
         pipe.execute()
 
 
-async def take_rest_chains(client: aioredis.Redis, account: str) -> list[dict[str, Any]]:
-    """Every REST chain queued for ``account``, oldest first, removed from the queue."""
+async def take_rest_chains(client: aioredis.Redis, account: str) -> list[RestHandover]:
+    """Every REST chain queued for ``account``, oldest first, removed from the queue. Raises
+    ContractError when one of them lacks a key (the queue is emptied all the same: a record
+    its reader cannot read would fail every later take too)."""
     key = rest_key(account)
     async with client.pipeline(transaction=True) as pipe:
         pipe.lrange(key, 0, -1)
         pipe.delete(key)
         raw, _ = await pipe.execute()
-    return [json.loads(item) for item in raw]
+    return [RestHandover.from_json(json.loads(item)) for item in raw]
 
 
 # --- 4: the repopulate task writes while nobody holds the lock --------------------------------
@@ -214,14 +284,14 @@ class SnapshotWrite(NamedTuple):
     """What ``replace_snapshot`` did: ``written`` is the stored snapshot (None: nothing was
     written); ``owned`` is True when the owner key existed, so the chain was left alone."""
 
-    written: dict[str, Any] | None
+    written: StoredSnapshot | None
     owned: bool
 
 
 def replace_snapshot(
     underlying: str,
     expiry: date | str,
-    merge: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+    merge: Callable[[StoredSnapshot | None], StoredSnapshot | None],
     *,
     owner_key: str,
     attempts: int = 5,
@@ -232,7 +302,8 @@ def replace_snapshot(
     watched while the current snapshot is read and merged; a write by anyone else in between
     abandons the transaction and ``merge`` runs again on what is there now. Nothing is written
     while ``owner_key`` exists (that writer owns the chain) or when ``merge`` returns None.
-    Raises SnapshotContention when ``attempts`` transactions in a row were overtaken.
+    Raises SnapshotContention when ``attempts`` transactions in a row were overtaken, and
+    ContractError when the stored snapshot lacks a key (``contracts.parse_snapshot``).
     """
     key = chain_key(underlying, expiry)
     with sync_client().pipeline(transaction=True) as pipe:
@@ -242,7 +313,7 @@ def replace_snapshot(
                 if pipe.exists(owner_key):
                     return SnapshotWrite(None, owned=True)
                 raw = pipe.get(key)
-                snapshot = merge(json.loads(raw) if raw else None)
+                snapshot = merge(parse_snapshot(json.loads(raw)) if raw else None)
                 if snapshot is None:
                     return SnapshotWrite(None, owned=False)
                 pipe.multi()

@@ -362,6 +362,8 @@ class FeedWorker:
             else:
                 if not renewed:
                     raise LockLost(f"another worker holds the feed lock of {self.account}")
+            if lock.take_key_lost():  # Redis restarted empty: our snapshots are gone too
+                self._republish_all()
             await wait(stop, min(self.settings.status_interval, max(0.01, lock.seconds_left())))
 
     async def _report(self, stop: asyncio.Event) -> None:
@@ -429,3 +431,10 @@ class FeedWorker:
         if self._redis_trouble:
             self._redis_trouble = False
             logger.warning("Redis answers again for the feed of %s", self.account)
+            self._republish_all()
+
+    def _republish_all(self) -> None:
+        """Make the next flush write every chain's snapshot again: a restarted Redis lost them,
+        and a quiet chain would otherwise have none until its next tick."""
+        for chain in self.book.chains.values() if self.book else ():
+            chain.header_dirty = True

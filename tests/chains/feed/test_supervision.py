@@ -33,18 +33,26 @@ def test_after_a_redis_restart_the_holder_stands_down_then_feeds_again(wired):
         read = status_reader(client)
         with runfeed("sim-dhan", **private_env(server)) as feed:
             first = wait_ready("sim-dhan", read=read)
+            wired.fault(action="stall", seconds=120)  # a quiet market: no tick rewrites a chain
             server.stop()
             # It cannot renew: it must close its broker socket before the lock could expire.
             eventually(lambda: "stands down" in feed.output(), timeout=30,
                        what="the holder to stand down while Redis is away")  # fmt: skip
             eventually(lambda: dhan_connections(wired) == 0, what="the broker socket closed")
             server.start()
-            again = wait_ready("sim-dhan", read=read)
+            again = eventually(
+                lambda: (s := read("sim-dhan")) and s["state"] in ("live", "quiet") and s,
+                what="the feed connected again after the restart",
+            )  # fmt: skip
             assert again["pid"] == first["pid"] and feed.process.poll() is None
             assert client.get(ownership.lock_key("sim-dhan")) is not None
             # The status can never outlive the lock it stands for.
             assert 0 < client.pttl(store.feed_key("sim-dhan")) <= 10_000
-            assert client.get(store.chain_key(*_chain(again))) is not None
+            # Every chain is in the new Redis although no tick arrived since.
+            for chain in first["chains"]:
+                key = store.chain_key(chain["underlying"], chain["expiry"])
+                eventually(lambda k=key: client.get(k), what=f"{key} written again")
+            wired.fault(action="resume")
         client.close()
 
 
@@ -171,3 +179,30 @@ def test_a_task_that_dies_is_logged_shown_and_its_holding_restarted(wired, caplo
     assert failed and failed[0].exc_info is not None  # logged with its traceback
     shown = [s for s in seen if s["state"] == "error"]
     assert shown and "the channel layer broke unexpectedly" in shown[0]["error"]
+
+
+def test_a_quick_redis_restart_keeps_the_holder_and_rewrites_every_chain(wired):
+    """Redis back within the lock's deadline: the holder keeps feeding (same run), takes its
+    lock key back and writes every chain again — a quiet chain too, with no tick to do it."""
+    with RedisServer() as server:
+        client = server.client()
+        read = status_reader(client)
+        with runfeed("sim-dhan", FEED_QUIET_AFTER="1", **private_env(server)) as feed:
+            first = wait_ready("sim-dhan", read=read)
+            runs = {c["underlying"] + c["expiry"]: _run_in(client, c) for c in first["chains"]}
+            wired.fault(action="stall", seconds=120)
+            eventually(lambda: (read("sim-dhan") or {}).get("state") == "quiet",
+                       what="the last frames handled")  # fmt: skip
+            server.restart()  # empty, a second or so later
+            for chain in first["chains"]:
+                key = chain["underlying"] + chain["expiry"]
+                eventually(lambda c=chain: _run_in(client, c), what=f"{key} written again")
+                assert _run_in(client, chain) == runs[key]  # the same writer, not a new one
+            assert "stands down" not in feed.output()
+            wired.fault(action="resume")
+        client.close()
+
+
+def _run_in(client: Any, chain: dict) -> str | None:
+    raw = client.get(store.chain_key(chain["underlying"], chain["expiry"]))
+    return json.loads(raw)["run"] if raw else None

@@ -313,3 +313,20 @@ async def test_the_feed_status_lives_no_longer_than_the_lock(tmp_path, redis_cli
     assert 0 < status_ttl <= lock_ttl
     status = store.read_feed_status("main")
     assert status["lock_held"] is True and status["heartbeat_seconds"] == 1.0
+
+
+@pytest.mark.asyncio
+async def test_a_lock_whose_key_vanished_is_taken_back_while_it_is_still_held(redis_client):
+    from chains.ownership import FeedLock
+
+    lock = FeedLock(redis_client, "main", ttl=10, margin=3)
+    assert await lock.acquire() and lock.held()
+    await redis_client.delete(lock.key)  # Redis restarted empty
+    assert await lock.renew() and lock.take_key_lost()
+    assert await redis_client.get(lock.key) == lock.token.encode()
+    assert await lock.renew() and not lock.take_key_lost()
+    await redis_client.delete(lock.key)  # again, and this time a write finds out first
+    assert await lock.write_if_held([("optionsite:test:x", "1", None)])
+    assert lock.take_key_lost() and await redis_client.get(lock.key) == lock.token.encode()
+    await redis_client.set(lock.key, "another-worker")
+    assert not await lock.renew() and not lock.held()
