@@ -8,8 +8,9 @@ known ``data`` (labelled by ``source``) when there is some. ``freshness`` is
 data's as-of time. ``chains.api_http`` serves them over HTTP.
 
 A live chain is the hot path (bench/api.py): its answer is decided from the snapshot's small
-meta record, and the JSON of a live answer's ``data`` is built once per snapshot ``seq`` per
-process (the small ``freshness`` object is encoded per request, as it changes with time), so
+meta record, and the JSON of a live answer's ``data`` is built once per chain version
+(``contracts.version``: ``(run, seq)``, the key deltas carry) per process (the small
+``freshness`` object is encoded per request, as it changes with time), so
 most requests read two small Redis keys and send cached bytes. The tracked chain an underlying
 resolves to is reused for ``RESOLVE_SECONDS`` (and forgotten when a tracked chain, an account
 or an instrument is saved in this process): an admin's change shows within that time.
@@ -35,15 +36,13 @@ from django.http import HttpResponse
 from brokers.models import BrokerAccount, Instrument, TrackedChain
 
 from . import selectors, store
+from .contracts import ApiData, Snapshot, SnapshotMeta, Version, version
 
 RESOLVE_SECONDS = 2.0
 PREFIX = "api/v2/options/"  # the endpoints below are PREFIX + their name
 LIVE_PATH = f"/{PREFIX}live"
 
-DATA_KEYS = (
-    "underlying", "expiry", "lot_size", "strike_interval", "atm_strike", "spot", "forward",
-    "pcr", "max_pain", "source", "as_of", "seq", "strikes",
-)  # fmt: skip
+DATA_KEYS = tuple(ApiData.__annotations__)  # the API's ``data`` (README, "Wire schema")
 
 
 @dataclass(frozen=True)
@@ -66,9 +65,32 @@ def http_response(answer: Answer) -> HttpResponse:
     return HttpResponse(answer.body, status=answer.status, content_type="application/json")
 
 
-def api_data(data: dict[str, Any]) -> dict[str, Any]:
-    """The API's ``data``: the snapshot's public keys (feed bookkeeping left out)."""
-    return {key: data.get(key) for key in DATA_KEYS}
+def api_data(snapshot: Snapshot, *, source: str | None) -> ApiData:
+    """The API's ``data``: the snapshot's public keys (feed bookkeeping left out) and where
+    its prices come from (``source``)."""
+    return {
+        "underlying": snapshot["underlying"],
+        "expiry": snapshot["expiry"],
+        "lot_size": snapshot["lot_size"],
+        "strike_interval": snapshot["strike_interval"],
+        "atm_strike": snapshot["atm_strike"],
+        "spot": snapshot["spot"],
+        "forward": snapshot["forward"],
+        "pcr": snapshot["pcr"],
+        "max_pain": snapshot["max_pain"],
+        "source": source,
+        "as_of": snapshot["as_of"],
+        "seq": snapshot["seq"],
+        "strikes": snapshot["strikes"],
+    }
+
+
+def view_data(view: selectors.ChainView) -> ApiData | None:
+    """The API's ``data`` of a view read with its data; None when it has none."""
+    if view.data is None:
+        return None
+    assert "strikes" in view.data, "a view read without data has no API data"
+    return api_data(view.data, source=view.source)
 
 
 def denied() -> Answer:
@@ -88,9 +110,9 @@ def parse_expiry(raw: str | None) -> date | None:
 # (underlying, expiry asked) → (monotonic time, tracked chain, expiry): one process's reuse of
 # selectors.resolve, which costs two queries. Only successes are kept.
 _resolved: dict[tuple[str, date | None], tuple[float, TrackedChain, date]] = {}
-# (underlying, expiry) → ((seq, as_of), the JSON of the live answer's data at that version).
-# seq alone restarts with the feed worker; as_of (the flush's time) tells two runs apart.
-_live_bodies: dict[tuple[str, date], tuple[tuple[object, object], bytes]] = {}
+# (underlying, expiry) → (the chain version (run, seq), the JSON of the live answer's data at
+# that version). seq alone restarts with the feed worker; run tells two workers' books apart.
+_live_bodies: dict[tuple[str, date], tuple[Version, bytes]] = {}
 _lock = threading.Lock()
 
 
@@ -120,21 +142,20 @@ def resolve(underlying: str, expiry: date | None) -> tuple[TrackedChain, date]:
     return chain, resolved
 
 
-def _live_data(underlying: str, expiry: date, version: tuple[object, object]) -> bytes | None:
-    """The JSON of a live, ready chain's ``data`` at snapshot ``version`` (seq, as_of), built
+def _live_data(underlying: str, expiry: date, at: Version) -> bytes | None:
+    """The JSON of a live, ready chain's ``data`` at chain version ``at`` (run, seq), built
     once per version; None when the stored snapshot is gone or not ready meanwhile (the caller
     then takes the long way)."""
     key = (underlying, expiry)
     cached = _live_bodies.get(key)
-    if cached is not None and cached[0] == version:
+    if cached is not None and cached[0] == at:
         return cached[1]
     snapshot = store.read_snapshot(underlying, expiry)
-    if snapshot is None or not snapshot.get("ready"):
+    if snapshot is None or not snapshot["ready"]:
         return None
-    data = api_data({**snapshot, "source": "live"})
-    body = json.dumps(data, cls=DjangoJSONEncoder).encode()
+    body = json.dumps(api_data(snapshot, source="live"), cls=DjangoJSONEncoder).encode()
     with _lock:  # a newer version than the meta said is fine: it is newer
-        _live_bodies[key] = ((snapshot.get("seq"), snapshot.get("as_of")), body)
+        _live_bodies[key] = (version(snapshot), body)
     return body
 
 
@@ -153,8 +174,8 @@ def live(query: Mapping[str, str]) -> Answer:
     # Decide from the meta record (a few hundred bytes); a live answer's data bytes are cached.
     decided = selectors.chain_view(chain, expiry, with_data=False)
     if decided.ok and decided.data is not None:
-        version = (decided.data.get("seq"), decided.data.get("as_of"))
-        data_json = _live_data(chain.underlying, expiry, version)
+        meta: SnapshotMeta = decided.data  # type: ignore[assignment]  # read without data
+        data_json = _live_data(chain.underlying, expiry, version(meta))
         if data_json is not None:
             freshness = json.dumps(decided.freshness.to_json()).encode()
             return Answer(
@@ -162,7 +183,7 @@ def live(query: Mapping[str, str]) -> Answer:
                 + data_json + b"}"
             )  # fmt: skip
     view = selectors.chain_view(chain, expiry)
-    data = api_data(view.data) if view.data is not None else None
+    data = view_data(view)
     freshness_json = view.freshness.to_json()
     if not view.ok:
         return error(503, view.code or "unavailable", view.message, freshness=freshness_json,

@@ -9,13 +9,12 @@ Rules (architecture.md, "Ticks that never reached the cache"):
 
 A ``FeedBook`` routes ticks by instrument id to the chains of one feed worker; each
 ``ChainBook`` owns one (underlying, expiry) chain and produces deltas and snapshots shaped like
-the JSON API's ``data`` (see ``ChainBook.snapshot``).
+the JSON API's ``data``: their types, and the leg's JSON, are in ``chains.contracts``.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import secrets
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
@@ -25,6 +24,7 @@ from datetime import UTC, date, datetime
 from brokers.ticks import Tick
 
 from . import analytics, black76
+from .contracts import Delta, Header, Snapshot, StoredSnapshot, Strikes, leg_json, round_finite
 
 # Tick fields a leg keeps (everything after broker/segment/instrument/exchange_time).
 TICK_FIELDS: tuple[str, ...] = Tick._fields[4:]
@@ -89,12 +89,6 @@ class Leg:
         if bid and ask and ask >= bid:
             return 0.5 * (bid + ask)
         return self.ltp  # type: ignore[attr-defined,no-any-return]
-
-
-def _number(value: float | None) -> float | None:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return None
-    return value
 
 
 class ChainBook:
@@ -247,11 +241,12 @@ class ChainBook:
     def pending(self) -> bool:
         return bool(self.dirty) or self.header_dirty
 
-    def flush(self, now: datetime) -> dict[str, object] | None:
+    def flush(self, now: datetime) -> Delta | None:
         """Compute analytics and return the delta since the last flush (None if nothing changed).
 
-        The delta holds ``run``, ``seq`` (incremented), ``as_of``, the full state of every
-        changed leg under ``legs[strike][CE|PE]`` and, when they changed, the header fields.
+        The delta (``contracts.Delta``) holds ``run``, ``seq`` (incremented), ``as_of``, the
+        full state of every changed leg under ``legs[strike][CE|PE]`` and ``header``: the
+        header fields when they changed, else None.
         """
         if not self.pending:
             return None
@@ -269,14 +264,13 @@ class ChainBook:
         self.seq += 1
         self.as_of = now
         header = self._header()
-        delta: dict[str, object] = {
+        delta: Delta = {
             "run": self.run,
             "seq": self.seq,
             "as_of": now.isoformat(),
             "legs": self._legs_dict(self.legs[i] for i in changed),
+            "header": header if header != header_before or self.header_dirty else None,
         }
-        if header != header_before or self.header_dirty:
-            delta["header"] = header
         self.dirty.clear()
         self.header_dirty = False
         return delta
@@ -361,23 +355,23 @@ class ChainBook:
 
     # --- views -----------------------------------------------------------------------------
 
-    def _header(self) -> dict[str, object]:
+    def _header(self) -> Header:
         return {
             "spot": self.spot,
-            "forward": _round(self.forward, 2),
+            "forward": round_finite(self.forward, 2),
             "atm_strike": self.atm_strike,
-            "pcr": _round(self.pcr, 4),
+            "pcr": round_finite(self.pcr, 4),
             "max_pain": self.max_pain,
         }
 
-    def _legs_dict(self, legs: Iterable[Leg]) -> dict[str, dict[str, dict[str, object]]]:
-        out: dict[str, dict[str, dict[str, object]]] = {}
+    def _legs_dict(self, legs: Iterable[Leg]) -> Strikes:
+        out: Strikes = {}
         for leg in legs:
-            out.setdefault(self.strike_keys[leg.strike], {})[leg.option_type] = leg_dict(leg)
+            out.setdefault(self.strike_keys[leg.strike], {})[leg.option_type] = leg_json(leg)
         return out
 
-    def snapshot(self) -> dict[str, object]:
-        """The whole chain, shaped like the API's ``data`` (without ``source``)."""
+    def snapshot(self) -> Snapshot:
+        """The whole chain (``contracts.Snapshot``): the API's ``data`` without ``source``."""
         return {
             "underlying": self.underlying,
             "expiry": self.expiry.isoformat(),
@@ -412,85 +406,12 @@ class ChainBook:
         return True, f"{priced} of {len(self.legs)} legs priced"
 
 
-def stored_snapshot(chain: ChainBook, *, account: str, broker: str) -> dict[str, object]:
-    """The chain as Redis and the database store it: the API shape plus its feed bookkeeping
-    (``account``, ``broker``, ``ready``, ``reason``)."""
+def stored_snapshot(chain: ChainBook, *, account: str, broker: str) -> StoredSnapshot:
+    """The chain as Redis and the database store it (``contracts.StoredSnapshot``): the API
+    shape plus its feed bookkeeping (``account``, ``broker``, ``ready``, ``reason``)."""
     ready, reason = chain.readiness()
     return {**chain.snapshot(), "account": account, "broker": broker, "ready": ready,
             "reason": reason}  # fmt: skip
-
-
-def leg_dict(leg: Leg) -> dict[str, object]:
-    """A leg as the API shows it (prices rounded to paise; None stays None)."""
-    ltp = leg.ltp  # type: ignore[attr-defined]
-    prev_close = leg.prev_close  # type: ignore[attr-defined]
-    oi, prev_oi = leg.oi, leg.prev_oi  # type: ignore[attr-defined]
-    iv = leg.our_iv
-    exchange_time = leg.exchange_time
-    if exchange_time is None:
-        stamp = None
-    else:
-        stamp = _ISO.get(exchange_time)
-        if stamp is None:
-            if len(_ISO) >= 4096:
-                _ISO.clear()
-            stamp = _ISO[exchange_time] = exchange_time.isoformat()
-    return {
-        "instrument_id": leg.instrument,
-        "ltp": _paise(ltp),
-        "change": None if ltp is None or prev_close is None else _paise(ltp - prev_close),
-        "bid": _paise(leg.bid_price),  # type: ignore[attr-defined]
-        "ask": _paise(leg.ask_price),  # type: ignore[attr-defined]
-        "bid_qty": leg.bid_qty,  # type: ignore[attr-defined]
-        "ask_qty": leg.ask_qty,  # type: ignore[attr-defined]
-        "volume": leg.volume,  # type: ignore[attr-defined]
-        "oi": oi,
-        "oi_change": None if oi is None or prev_oi is None else oi - prev_oi,
-        "prev_close": _paise(prev_close),
-        # IV and greeks are None together, finite floats otherwise (black76)
-        "iv": None if iv is None else _fast_round(iv, 1e6, 6),
-        "delta": None if iv is None else _fast_round(leg.our_delta, 1e4, 4),  # type: ignore[operator]
-        "gamma": None if iv is None else _fast_round(leg.our_gamma, 1e6, 6),  # type: ignore[operator]
-        "theta": None if iv is None else _fast_round(leg.our_theta, 1e4, 4),  # type: ignore[operator]
-        "vega": None if iv is None else _fast_round(leg.our_vega, 1e4, 4),  # type: ignore[operator]
-        "buildup": leg.buildup,
-        "exchange_time": stamp,
-    }
-
-
-_ISO: dict[datetime, str] = {}  # exchange times repeat across legs (whole seconds at Dhan)
-
-
-def _paise(value: float | None) -> float | None:
-    """``_round(value, 2)``: a price in paise; None for None, NaN or infinity."""
-    if value is None:
-        return None
-    scaled = value * 100.0
-    if -1e8 < scaled < 1e8:  # False for NaN and infinities
-        whole = round(scaled)
-        if -0.4999999 < scaled - whole < 0.4999999:
-            return whole / 100.0
-    return _round(value, 2)
-
-
-def _fast_round(value: float, scale: float, digits: int) -> float:
-    """``round(value, digits)`` (the same double; ``scale`` = 10**digits), 2-3× faster.
-
-    Below 1e8 ``value·scale`` is exact to 1e-8, so away from a tie it rounds to the same
-    integer as the exact decimal, and ``whole / scale`` is the double nearest that decimal,
-    which is what ``round`` returns. Near a tie, or for huge values, ``round`` decides.
-    """
-    scaled = value * scale
-    if -1e8 < scaled < 1e8:
-        whole = round(scaled)
-        if -0.4999999 < scaled - whole < 0.4999999:
-            return whole / scale
-    return round(value, digits)
-
-
-def _round(value: float | None, digits: int) -> float | None:
-    value = _number(value)
-    return None if value is None else round(value, digits)
 
 
 def _strike_key(strike: float) -> str:
@@ -544,7 +465,7 @@ class FeedBook:
             changed = chain.apply_spot(tick, observed_at) or changed
         return changed
 
-    def flush(self, now: datetime | None = None) -> list[tuple[ChainBook, dict[str, object]]]:
+    def flush(self, now: datetime | None = None) -> list[tuple[ChainBook, Delta]]:
         """Flush every chain with pending changes; returns (chain, delta) pairs."""
         now = now or datetime.now(UTC)
         out = []

@@ -1,6 +1,8 @@
 """WebSocket ``/ws/live-options/<UNDERLYING>?expiry=YYYY-MM-DD``: a chain, streamed.
 
-On connect: ``{"type": "snapshot", "seq", "data"}`` (the API's data) and a ``status``; then
+The messages and their fields are ``chains.contracts``' ``SnapshotMessage``, ``DeltaMessage``,
+``StatusMessage`` and ``ErrorMessage`` (README, "Wire schema"). On connect:
+``{"type": "snapshot", "seq", "data"}`` (the API's data) and a ``status``; then
 ``{"type": "delta", "seq", ...}`` for every flush of the chain's group. The channel layer is
 at-most-once and drops at capacity: when this consumer sees a gap in ``seq`` it counts it and
 sends a fresh snapshot instead (the browser does the same check and can ask
@@ -11,8 +13,9 @@ answered with ``{"type": "error", "code": "bad_request"}`` and the socket stays 
 Closes: bad parameters 44xx with a code and reason (the browser does not retry those);
 ``CLOSE_STORE_UNAVAILABLE`` (4503) when Redis does not answer while the socket is being set up;
 ``CLOSE_SERVER_ERROR`` (4500) when this consumer fails in a way it cannot recover from (logged
-with its traceback). The browser reconnects after either, with backoff. Every connect ends in
-a snapshot or one of these closes.
+with its traceback) — a ``chain.delta`` group message that lacks a key its type requires
+(``contracts.parse_chain_delta``) is one. The browser reconnects after either, with backoff.
+Every connect ends in a snapshot or one of these closes.
 
 Redis outages, once a client has its snapshot: the socket stays open (rather than closing 4503
 and making every browser reconnect at once). Waiting for a delta is not an error: the channel
@@ -48,7 +51,9 @@ from redis.exceptions import RedisError
 
 from . import freshness, selectors, store
 from .access import may_view_chains
-from .api import api_data, parse_expiry
+from .api import parse_expiry, view_data
+from .contracts import ChainDeltaEvent, Delta, StatusMessage, delta_message, parse_chain_delta
+from .exceptions import ContractError
 
 logger = logging.getLogger(__name__)
 
@@ -88,22 +93,20 @@ def _view(chain: Any, expiry: date, *, with_data: bool = True) -> selectors.Chai
 # (group, run, seq) → the delta's JSON text. Every consumer of a chain in this process receives
 # the same group message: encoding it once instead of once per client is what lets one process
 # serve hundreds of clients (a 160-leg delta is ~45 KB of JSON). A restarted feed worker counts
-# seq from 1 again under a new run: the run keeps its deltas apart from the old ones.
-_DELTA_TEXT: dict[tuple[str, str | None, int], str] = {}
+# seq from 1 again under a new run: the run keeps its deltas apart from the old ones (the chain
+# version, ``contracts.version``, as the API's answer cache keys on it too).
+_DELTA_TEXT: dict[tuple[str, str, int], str] = {}
 _DELTA_TEXT_LIMIT = 512
 
 
-def delta_text(group: str | None, event: dict[str, Any]) -> str:
-    """The ``delta`` message of a ``chain.delta`` event as JSON, encoded once per process."""
-    key = (group or "", event.get("run"), event["seq"])
+def delta_text(group: str | None, delta: Delta) -> str:
+    """The ``delta`` message of a delta as JSON, encoded once per process."""
+    key = (group or "", delta["run"], delta["seq"])
     text = _DELTA_TEXT.get(key)
     if text is None:
         if len(_DELTA_TEXT) >= _DELTA_TEXT_LIMIT:
             _DELTA_TEXT.clear()
-        text = _DELTA_TEXT[key] = json.dumps(
-            {"type": "delta", "seq": event["seq"], "as_of": event.get("as_of"),
-             "legs": event.get("legs", {}), "header": event.get("header")}
-        )  # fmt: skip
+        text = _DELTA_TEXT[key] = json.dumps(delta_message(delta))
     return text
 
 
@@ -244,8 +247,8 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
         answer (nothing is sent then)."""
         async with self._snapshot_lock:
             view = await _view(self.chain, self.expiry)
-            data = api_data(view.data) if view.data is not None else None
-            self.run = view.data.get("run") if view.data is not None else None
+            data = view_data(view)
+            self.run = view.data["run"] if view.data is not None else None
             self.seq = data["seq"] if data else None
             self.as_of = data["as_of"] if data else None
             await self.send_json({"type": "snapshot", "seq": self.seq, "data": data})
@@ -263,9 +266,17 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
             await self._store_unavailable(exc)
 
     async def chain_delta(self, event: dict[str, Any]) -> None:
-        """A flush of the chain (group message ``chain.delta``)."""
-        seq = event["seq"]
-        if self.seq is None or event.get("run") != self.run:
+        """A flush of the chain (group message ``chain.delta``). One that lacks a key its type
+        requires is logged with its traceback and closes the socket with 4500 (the writer and
+        this process run different code: a client kept open would silently miss updates)."""
+        try:
+            delta: ChainDeltaEvent = parse_chain_delta(event)
+        except ContractError:
+            logger.exception("%s: a chain.delta message could not be read", self.group)
+            await self.close(code=CLOSE_SERVER_ERROR, reason="The server failed: reconnect.")
+            return
+        seq = delta["seq"]
+        if self.seq is None or delta["run"] != self.run:
             # No base to apply a delta to, or a restarted feed worker (its seq says nothing of
             # ours): the snapshot, written before this delta, is the way back.
             await self._resync()
@@ -277,15 +288,15 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
                 await store.count_channel_gap(self.redis)
             await self._resync()
             return
-        self.seq, self.as_of = seq, event.get("as_of", self.as_of)
-        await self.send(text_data=delta_text(self.group, event))
+        self.seq, self.as_of = seq, delta["as_of"]
+        await self.send(text_data=delta_text(self.group, delta))
 
     # --- status and recovery -------------------------------------------------------------
 
     async def _send_status(self, view: selectors.ChainView) -> None:
         await self._status(view.status_key(), view.status_message())
 
-    async def _status(self, key: tuple[object, ...], message: dict[str, Any]) -> None:
+    async def _status(self, key: tuple[object, ...], message: StatusMessage) -> None:
         """Send ``message`` unless the last status sent had the same ``key``."""
         if key == self.status_key:
             return

@@ -9,3 +9,7 @@ class SnapshotContention(RuntimeError):
 
 class RepopulateFailed(RuntimeError):
     """A REST repopulation run could not refresh every chain it should (the message lists them)."""
+
+
+class ContractError(ValueError):
+    """A record from another process lacks a key its type requires (``chains.contracts``)."""

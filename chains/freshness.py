@@ -13,7 +13,8 @@ chain's as-of time (the calendar's ``MarketState`` in words: ``calendar_verdict`
 
 A record whose ``updated_at`` is older than ``max(3 s, 3 × heartbeat_seconds)`` is gone even
 while its Redis key lives on (a killed worker's key outlives it by up to its TTL), and a record
-whose writer no longer held the lock (``lock_held`` false) is never live.
+whose writer no longer held the lock (``lock_held`` false) is never live. Records are read
+through ``parse_feed_status`` (``chains.store``): every key of ``FeedStatus`` is there.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TypedDict
 
 from brokers.dhan.codec import MARKET_STATUS_CHANGED
 from brokers.exchange import (
@@ -35,11 +36,11 @@ from brokers.exchange import (
 )
 from brokers.registry import get_spec
 
+from .feed.status import FeedStatus
+
 LIVE_WITHIN_SECONDS = 5.0  # a tick this recent makes a chain live
 HEARTBEAT_MISSES = 3  # heartbeats a reader waits for before it calls the feed gone
 MIN_HEARTBEAT_WINDOW = 3.0  # seconds: never call a feed gone sooner than this
-# A worker written before ``heartbeat_seconds`` existed refreshed its status every second.
-LEGACY_HEARTBEAT_SECONDS = 1.0
 CONNECTED_STATES = frozenset({"live", "quiet"})  # the worker holds an open broker socket
 
 LIVE, QUIET, CLOSED, STALE = "live", "quiet", "closed", "stale"
@@ -85,6 +86,16 @@ class FeedHealth:
     last_tick_at: datetime | None
 
 
+class FreshnessJSON(TypedDict):
+    """``Freshness.to_json()``: the API's and the WebSocket status message's ``freshness``."""
+
+    state: str
+    words: str
+    reason: str
+    as_of: str | None
+    seconds_since_tick: int | None
+
+
 @dataclass(frozen=True)
 class Freshness:
     """A chain's freshness: ``state`` in STATES, ``words`` for the badge ("Live", "No ticks
@@ -99,7 +110,7 @@ class Freshness:
     seconds_since_tick: int | None
     as_of_text: str  # as_of as the page shows it: "15:29:58" today, "12 Mar 15:29:58" before
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> FreshnessJSON:
         """The API's and the WebSocket's ``freshness`` object."""
         return {
             "state": self.state,
@@ -111,7 +122,7 @@ class Freshness:
 
 
 def freshness(
-    feed: Mapping[str, Any] | None,
+    feed: FeedStatus | None,
     *,
     now: datetime,
     market_open: bool | None,
@@ -135,7 +146,7 @@ def freshness(
     text = clock_text(as_of, now=now)
     if elapsed is not None and elapsed <= LIVE_WITHIN_SECONDS:
         return Freshness(LIVE, "Live", "", as_of, since, text)
-    broker_open, broker_reason = broker_market(feed.get("market") or {})
+    broker_open, broker_reason = broker_market(feed["market"])
     if broker_open is not None:
         market_open, market_reason = broker_open, broker_reason
     if market_open is False:
@@ -180,15 +191,13 @@ def clock_text(moment: datetime | None, *, now: datetime) -> str:
 # --- the feed worker ---------------------------------------------------------------------------
 
 
-def heartbeat_window(feed: Mapping[str, Any]) -> float:
+def heartbeat_window(feed: FeedStatus) -> float:
     """Seconds after ``updated_at`` at which a record counts as gone."""
-    beat = feed.get("heartbeat_seconds")  # absent: a worker from before the field (1 s)
-    seconds = float(beat) if isinstance(beat, int | float) else LEGACY_HEARTBEAT_SECONDS
-    return max(MIN_HEARTBEAT_WINDOW, HEARTBEAT_MISSES * seconds)
+    return max(MIN_HEARTBEAT_WINDOW, HEARTBEAT_MISSES * feed["heartbeat_seconds"])
 
 
 def feed_health(
-    feed: Mapping[str, Any] | None, *, now: datetime, account: str | None = None
+    feed: FeedStatus | None, *, now: datetime, account: str | None = None
 ) -> FeedHealth:
     """Judge a feed status record at ``now``; see FeedHealth."""
     who = f"account '{account}'" if account else "this account"
@@ -198,8 +207,8 @@ def feed_health(
         return FeedHealth("not running", "down", False, "Not running",
                           f"No feed worker is running for {who}: {action}.", action, None,
                           None)  # fmt: skip
-    state = str(feed.get("state") or "unknown")
-    updated = parse_time(feed.get("updated_at"))
+    state = feed["state"]
+    updated = parse_time(feed["updated_at"])
     if updated is None:
         action = f"restart {start} (its status record has no readable heartbeat)"
         return FeedHealth("not reporting", "down", False, "Not reporting",
@@ -214,8 +223,8 @@ def feed_health(
         )
         return FeedHealth("not reporting", "down", False, "Stopped reporting", sentence, action,
                           round(age, 1), None)  # fmt: skip
-    tick = parse_time(feed["last_tick_at"] if "last_tick_at" in feed else feed.get("last_frame_at"))
-    if feed.get("lock_held") is False and state in CONNECTED_STATES:
+    tick = parse_time(feed["last_tick_at"])
+    if not feed["lock_held"] and state in CONNECTED_STATES:
         action = f"wait for another worker to take over, or start {start} again"
         sentence = (
             f"The feed worker of {who} lost the account's feed lock and stops writing: {action}."
@@ -231,12 +240,12 @@ def feed_health(
 
 
 def _state_words(
-    state: str, feed: Mapping[str, Any], *, who: str, start: str, now: datetime
+    state: str, feed: FeedStatus, *, who: str, start: str, now: datetime
 ) -> tuple[str, str, str]:
     """(label, sentence, what to do) of a worker that is running but not connected."""
-    error = str(feed.get("error") or "")
+    error = feed["error"]
     because = f" ({error})" if error else ""
-    retry = parse_time(feed.get("retry_at"))
+    retry = parse_time(feed["retry_at"])
     if state == "backoff":
         when = f" (next attempt at {clock_text(retry, now=now)})" if retry else ""
         action = "nothing to do unless it lasts — then see /status/ and the worker's log"
@@ -244,7 +253,7 @@ def _state_words(
                 f"The feed of {who} lost its connection{because} and is reconnecting{when}: "
                 f"{action}.", action)  # fmt: skip
     if state == "token_wait":
-        broker = feed.get("broker")  # None only before the worker has read its account
+        broker = feed["broker"]  # None only before the worker has read its account
         how = get_spec(broker).token.replace_short if broker else "give it a new access token"
         action = f"an admin must {how} in admin → Broker accounts"
         return (

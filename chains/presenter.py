@@ -1,4 +1,5 @@
-"""What the chain page shows, computed from the API's ``data``. Pure Python, no Django.
+"""What the chain page shows, computed from the API's ``data`` (``contracts.ApiData``). Pure
+Python, no Django.
 
 Formatting follows NSE's option chain: prices with two decimals, quantities with Indian digit
 grouping (1,23,45,678), missing values as "–" (never 0).
@@ -11,6 +12,7 @@ from datetime import date, datetime
 from typing import Any
 
 from .analytics import BUILDUP_LABELS, expiry_moment
+from .contracts import ApiData, LegJSON
 
 DASH = "–"
 SIDE_FIELDS = ("oi", "oi_change", "volume", "iv", "ltp", "change", "bid_qty", "bid", "ask",
@@ -109,12 +111,15 @@ class ChainPage:
     strikes: list[float] = field(default_factory=list)
 
 
-def _side(leg: dict[str, Any] | None, *, itm: bool, max_oi: int) -> Side:
-    leg = leg or {}
-    cells = {name: cell_text(name, leg.get(name)) for name in SIDE_FIELDS}
-    oi = leg.get("oi") or 0
-    change = leg.get("change")
-    label = BUILDUP_LABELS.get(leg.get("buildup") or "", "")
+def _side(leg: LegJSON | None, *, itm: bool, max_oi: int) -> Side:
+    """A side of a row; ``leg`` None: the strike lists no contract of that side."""
+    if leg is None:
+        cells = dict.fromkeys(SIDE_FIELDS, DASH)
+        return Side(cells=cells, itm=itm, oi_pct=0.0, buildup="", change_class="")
+    cells = {name: cell_text(name, leg[name]) for name in SIDE_FIELDS}  # type: ignore[literal-required]
+    oi = leg["oi"] or 0
+    change = leg["change"]
+    label = BUILDUP_LABELS.get(leg["buildup"] or "", "")
     return Side(
         cells=cells,
         itm=itm,
@@ -124,17 +129,20 @@ def _side(leg: dict[str, Any] | None, *, itm: bool, max_oi: int) -> Side:
     )
 
 
-def build(data: dict[str, Any], *, window: int | None, now: datetime) -> ChainPage:
+def build(data: ApiData, *, window: int | None, now: datetime) -> ChainPage:
     """Rows (optionally ±``window`` strikes around ATM), totals and header figures."""
-    strikes_map: dict[str, dict[str, Any]] = data.get("strikes") or {}
+    strikes_map = data["strikes"]
     strikes = sorted(strikes_map, key=float)
-    atm = data.get("atm_strike")
-    forward = data.get("forward") or data.get("spot")
+    atm = data["atm_strike"]
+    forward = data["forward"] or data["spot"]
     if window is not None and atm is not None:
         centre = min(range(len(strikes)), key=lambda i: abs(float(strikes[i]) - atm))
         strikes = strikes[max(0, centre - window) : centre + window + 1]
     ois = [
-        (strikes_map[k].get(side) or {}).get("oi") or 0 for k in strikes for side in ("CE", "PE")
+        leg["oi"] or 0
+        for k in strikes
+        for side in ("CE", "PE")
+        if (leg := strikes_map[k].get(side)) is not None  # a side may be unlisted
     ]
     max_oi = max(ois, default=0)
     rows = []
@@ -143,8 +151,10 @@ def build(data: dict[str, Any], *, window: int | None, now: datetime) -> ChainPa
         strike = float(key)
         legs = strikes_map[key]
         for side in ("CE", "PE"):
-            for name in ("oi", "oi_change", "volume"):
-                totals[side][name] += (legs.get(side) or {}).get(name) or 0
+            leg = legs.get(side)  # a side may be unlisted
+            if leg is not None:
+                for name in ("oi", "oi_change", "volume"):
+                    totals[side][name] += leg[name] or 0  # type: ignore[literal-required]
         rows.append(
             Row(
                 strike=strike,
@@ -155,16 +165,16 @@ def build(data: dict[str, Any], *, window: int | None, now: datetime) -> ChainPa
             )
         )
     atm_legs = strikes_map.get(_key(atm), {}) if atm is not None else {}
-    ivs = [leg["iv"] for leg in atm_legs.values() if leg and leg.get("iv") is not None]
+    ivs = [leg["iv"] for leg in atm_legs.values() if leg["iv"] is not None]
     header = {
-        "spot": price(data.get("spot")),
-        "forward": price(data.get("forward")),
+        "spot": price(data["spot"]),
+        "forward": price(data["forward"]),
         "atm_strike": _strike_text(atm),
         "atm_iv": percent(sum(ivs) / len(ivs)) if ivs else DASH,
-        "pcr": DASH if data.get("pcr") is None else f"{data['pcr']:.2f}",
-        "max_pain": _strike_text(data.get("max_pain")),
-        "to_expiry": time_to_expiry(data.get("expiry"), now),
-        "lot_size": str(data.get("lot_size") or DASH),
+        "pcr": DASH if data["pcr"] is None else f"{data['pcr']:.2f}",
+        "max_pain": _strike_text(data["max_pain"]),
+        "to_expiry": time_to_expiry(data["expiry"], now),
+        "lot_size": str(data["lot_size"] or DASH),
     }
     return ChainPage(
         rows=rows,

@@ -47,26 +47,15 @@ from brokers.models import BrokerAccount, TrackedChain
 
 from . import store
 from .book import ChainBook, stored_snapshot
-from .exceptions import RepopulateFailed, SnapshotContention
+from .contracts import Delta, StoredSnapshot, chain_delta_event, leg_book_fields
+from .exceptions import ContractError, RepopulateFailed, SnapshotContention
 from .freshness import feed_health
 from .models import ChainSnapshot
 from .outcomes import Outcome
-from .ownership import hand_over_rest_chain, lock_key, replace_snapshot
+from .ownership import RestHandover, hand_over_rest_chain, lock_key, replace_snapshot
 from .plan import ChainPlan, plan_chains
 
 logger = logging.getLogger(__name__)
-
-# Snapshot leg keys (the API shape) → chain-book fields, for seeding a book from a snapshot.
-_SEED_FIELDS = {
-    "ltp": "ltp",
-    "bid": "bid_price",
-    "ask": "ask_price",
-    "bid_qty": "bid_qty",
-    "ask_qty": "ask_qty",
-    "volume": "volume",
-    "oi": "oi",
-    "prev_close": "prev_close",
-}
 
 
 @dataclass
@@ -82,32 +71,30 @@ class Job:
 # --- pure merge ----------------------------------------------------------------------------------
 
 
-def seed_book(book: ChainBook, snapshot: dict[str, Any]) -> None:
-    """Load a stored snapshot into a fresh ``book``: leg fields, exchange times, spot, ``seq``
-    and ``as_of``, all as observed at the snapshot's ``as_of``. Leaves no leg pending."""
-    as_of = datetime.fromisoformat(snapshot["as_of"]) if snapshot.get("as_of") else None
+def seed_book(book: ChainBook, snapshot: StoredSnapshot) -> None:
+    """Load a stored snapshot into a fresh ``book``: leg fields, exchange times, spot, ``run``,
+    ``seq`` and ``as_of``, all as observed at the snapshot's ``as_of``. Leaves no leg pending."""
+    as_of = datetime.fromisoformat(snapshot["as_of"]) if snapshot["as_of"] else None
     observed = as_of.timestamp() if as_of is not None else 0.0
     for sides in snapshot["strikes"].values():
         for leg in sides.values():
             instrument = leg["instrument_id"]
             if instrument not in book.legs:
                 continue
-            fields = {name: leg.get(key) for key, name in _SEED_FIELDS.items()}
-            if leg.get("oi") is not None and leg.get("oi_change") is not None:
-                fields["prev_oi"] = leg["oi"] - leg["oi_change"]
+            fields, exchange_time = leg_book_fields(leg)
             book.apply_fields(instrument, fields, observed)
-            if leg.get("exchange_time"):
-                book.legs[instrument].exchange_time = datetime.fromisoformat(leg["exchange_time"])
-    if snapshot.get("spot"):
+            if exchange_time is not None:
+                book.legs[instrument].exchange_time = exchange_time
+    if snapshot["spot"]:
         book.apply_spot_value(snapshot["spot"], observed)
     book.seq = snapshot["seq"]
-    book.run = snapshot.get("run") or book.run
+    book.run = snapshot["run"]
     book.as_of = as_of
     book.dirty.clear()
     book.header_dirty = False
 
 
-def book_for(plan: ChainPlan, current: dict[str, Any] | None, spot: float | None) -> ChainBook:
+def book_for(plan: ChainPlan, current: StoredSnapshot | None, spot: float | None) -> ChainBook:
     """The chain book to merge into: the legs the stored snapshot shows (the feed worker's
     strike window), or without a snapshot the plan's window centred on ``spot``."""
     if current is not None:
@@ -122,19 +109,19 @@ def book_for(plan: ChainPlan, current: dict[str, Any] | None, spot: float | None
 def merge_rest_chain(
     *,
     plan: ChainPlan,
-    current: dict[str, Any] | None,
+    current: StoredSnapshot | None,
     rest: RestChain,
     observed_at: float,
     account: str,
     broker: str,
     now: datetime,
-) -> tuple[dict[str, Any], dict[str, Any]] | None:
+) -> tuple[StoredSnapshot, Delta] | None:
     """Merge a REST chain fetched at ``observed_at`` (epoch seconds) into ``current``.
 
     Returns (snapshot to store, delta to publish), or None when ``current`` is newer than the
     fetch (its ``as_of`` is after ``observed_at``) or the REST chain changes nothing.
     """
-    as_of = current.get("as_of") if current is not None else None
+    as_of = current["as_of"] if current is not None else None
     if as_of and datetime.fromisoformat(as_of).timestamp() > observed_at:
         return None
     book = book_for(plan, current, rest.spot)
@@ -195,7 +182,7 @@ def chains_repopulate(
                 continue
             try:
                 outcome.add(f"{where}: {_store(job, plan, started, result, layer)}")
-            except (SnapshotContention, RedisError) as exc:
+            except (SnapshotContention, ContractError, RedisError) as exc:
                 failures.append(f"{where}: {exc}")
     if failures:
         raise RepopulateFailed(f"{len(failures)} failure(s): " + "; ".join(failures))
@@ -227,7 +214,7 @@ def _job(
                 outcome.add(f"{where}: market closed ({closed}), skipped")
                 continue
         meta = store.read_meta(plan.underlying, plan.expiry)
-        if force or not live or meta is None or not meta.get("ready"):
+        if force or not live or meta is None or not meta["ready"]:
             todo.append(plan)
         else:
             outcome.add(f"{name} {plan.underlying} {plan.expiry.isoformat()}: fed live, skipped")
@@ -278,9 +265,9 @@ def _refused(result: RestChain | BrokerError) -> str | None:
 def _store(job: Job, plan: ChainPlan, started: float, rest: RestChain, layer: Any) -> str:
     """Write one fetched chain (or hand it to the feed worker); returns what happened."""
     name = job.account.name
-    merged: list[dict[str, Any]] = []
+    merged: list[Delta] = []
 
-    def merge(current: dict[str, Any] | None) -> dict[str, Any] | None:
+    def merge(current: StoredSnapshot | None) -> StoredSnapshot | None:
         merged.clear()
         result = merge_rest_chain(
             plan=plan, current=current, rest=rest, observed_at=started, account=name,
@@ -294,19 +281,16 @@ def _store(job: Job, plan: ChainPlan, started: float, rest: RestChain, layer: An
     write = replace_snapshot(plan.underlying, plan.expiry, merge, owner_key=lock_key(name))
     if write.owned:
         hand_over_rest_chain(
-            name,
-            {"underlying": plan.underlying, "expiry": plan.expiry.isoformat(),
-             "observed_at": started, "spot": rest.spot, "rows": rest.rows},
-        )  # fmt: skip
+            name, RestHandover(plan.underlying, plan.expiry, started, rest.spot, rest.rows)
+        )
         return f"{len(rest.rows)} legs from REST handed to the running feed worker"
     if write.written is None:
         return "kept the stored snapshot: it is newer than the fetch or the same"
     snapshot, delta = write.written, merged[0]
     async_to_sync(layer.group_send)(
         store.group_name(plan.underlying, plan.expiry),
-        {"type": "chain.delta", "underlying": plan.underlying,
-         "expiry": plan.expiry.isoformat(), **delta},
-    )  # fmt: skip
+        chain_delta_event(underlying=plan.underlying, expiry=plan.expiry.isoformat(), delta=delta),
+    )
     saved = _persist(job.account, plan.underlying, plan.expiry, snapshot)
     return (
         f"{len(rest.rows)} legs from REST written (seq {snapshot['seq']}, "
@@ -315,8 +299,10 @@ def _store(job: Job, plan: ChainPlan, started: float, rest: RestChain, layer: An
     )
 
 
-def _persist(account: BrokerAccount, underlying: str, expiry: date, snap: dict[str, Any]) -> bool:
-    """Save the snapshot unless the database holds a newer one; True when saved."""
+def _persist(account: BrokerAccount, underlying: str, expiry: date, snap: StoredSnapshot) -> bool:
+    """Save the snapshot (one just merged, so flushed: it has an ``as_of``) unless the database
+    holds a newer one; True when saved."""
+    assert snap["as_of"] is not None, "a merged snapshot was flushed"
     as_of = datetime.fromisoformat(snap["as_of"])
     with transaction.atomic():
         row = (

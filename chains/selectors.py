@@ -24,6 +24,8 @@ from brokers.registry import get_spec
 
 from . import freshness as fresh
 from . import store
+from .contracts import LegJSON, SnapshotMeta, StatusMessage, StoredSnapshot, Strikes, parse_snapshot
+from .feed.status import FeedStatus
 from .freshness import FeedHealth, Freshness
 from .models import ChainSnapshot, TaskOutcome
 from .outcomes import (
@@ -50,19 +52,21 @@ def market_calendar(underlying: str, now: datetime) -> tuple[bool | None, str]:
 
 @dataclass
 class ChainView:
-    """What to answer for one chain: ``data`` (may be None), its ``freshness`` and, when it
-    cannot be served as current, why (``code``, ``message``)."""
+    """What to answer for one chain: ``data`` (may be None) and where it comes from
+    (``source``), its ``freshness`` and, when it cannot be served as current, why (``code``,
+    ``message``). ``data`` is the stored snapshot (Redis, else the database's), or for a view
+    without data the Redis meta record (None when only the database has the chain)."""
 
     underlying: str
     expiry: date
     account: BrokerAccount
-    data: dict[str, Any] | None
+    data: StoredSnapshot | SnapshotMeta | None
     source: str | None
     freshness: Freshness
     health: FeedHealth = field(repr=False)
     code: str | None = None
     message: str = ""
-    feed: dict[str, Any] | None = field(default=None, repr=False)
+    feed: FeedStatus | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -74,7 +78,7 @@ class ChainView:
         never "live" or "quiet" for a feed that is not connected, reporting and locked."""
         return self.health.feed_state
 
-    def status_message(self) -> dict[str, Any]:
+    def status_message(self) -> StatusMessage:
         """The WebSocket ``status`` message: ``{"type": "status", "feed_state", "source",
         "code", "message", "freshness": {"state", "words", "reason", "as_of",
         "seconds_since_tick"}}``. Send it when ``status_key()`` changes."""
@@ -157,7 +161,7 @@ def chain_view(
     ``with_data=False`` reads only the small meta record (for status polling): ``data`` is
     then the meta record, without strikes. The failure ``feed_down`` is any feed that is not
     connected, reporting and holding its lock; its message names the feed's actual state and
-    what to do.
+    what to do. Raises ContractError when a stored record lacks a key its type requires.
     """
     now = now or timezone.now()
     account = chain.account
@@ -166,10 +170,12 @@ def chain_view(
         snapshot = store.read_snapshot(chain.underlying, expiry)
     else:
         snapshot = store.read_meta(chain.underlying, expiry)
-    data: dict[str, Any] | None = None
+    data: StoredSnapshot | SnapshotMeta | None = None
     source: str | None = None
+    as_of: datetime | None = None
     if snapshot is not None:
         data, source = snapshot, "live"
+        as_of = fresh.parse_time(snapshot["as_of"])
     else:
         persisted = (
             ChainSnapshot.objects.filter(
@@ -179,9 +185,9 @@ def chain_view(
             .first()
         )
         if persisted is not None:
-            data = persisted.data if with_data else {"as_of": persisted.as_of.isoformat()}
+            data = parse_snapshot(persisted.data) if with_data else None
             source = _persisted_source(persisted.as_of, now)
-    as_of = fresh.parse_time(data.get("as_of")) if data is not None else None
+            as_of = persisted.as_of
     market_open, market_reason = market_calendar(chain.underlying, now)
     freshness = fresh.freshness(feed, now=now, market_open=market_open,
                                 market_reason=market_reason, as_of=as_of,
@@ -194,17 +200,15 @@ def chain_view(
         view.code, view.message = problem
     elif not health.connected:
         view.code, view.message = "feed_down", health.sentence
-    elif snapshot is None or not snapshot.get("ready"):
+    elif snapshot is None or not snapshot["ready"]:
         view.code = "not_populated"
-        reason = snapshot.get("reason") if snapshot else "no data received yet"
+        reason = snapshot["reason"] if snapshot else "no data received yet"
         view.message = f"{chain.underlying} {expiry.isoformat()} is not populated yet: {reason}."
     if view.code is not None:
         if view.source == "live":
             view.source = "last_known"
         if view.freshness.state != fresh.STALE:
             view.freshness = fresh.stale(as_of, now=now, reason=view.message)
-    if view.data is not None:
-        view.data = {**view.data, "source": view.source}
     return view
 
 
@@ -249,7 +253,7 @@ def system_status(*, now: datetime | None = None) -> dict[str, Any]:
     """
     now = now or timezone.now()
     accounts = []
-    raw: dict[str, dict[str, Any] | None] = {}
+    raw: dict[str, FeedStatus | None] = {}
     for account in BrokerAccount.objects.order_by("name"):
         feed = raw[account.name] = store.read_feed_status(account.name)
         seconds, words = _token_left(account, now)
@@ -274,7 +278,9 @@ def system_status(*, now: datetime | None = None) -> dict[str, Any]:
     for chain in tracked_chains():
         for expiry in expiries(chain, now=now):
             view = chain_view(chain, expiry, now=now)
-            data = view.data or {}
+            data = view.data
+            assert data is None or "strikes" in data  # a view with data: a whole snapshot
+            strikes: Strikes = data["strikes"] if data is not None else {}
             chains.append(
                 {
                     "underlying": chain.underlying,
@@ -285,10 +291,10 @@ def system_status(*, now: datetime | None = None) -> dict[str, Any]:
                     "freshness": view.freshness.to_json(),
                     "code": view.code,
                     "message": view.message,
-                    "seq": data.get("seq"),
-                    "as_of": data.get("as_of"),
-                    "strikes": len(data.get("strikes") or {}),
-                    **_legs_priced(data.get("strikes") or {}),
+                    "seq": data["seq"] if data is not None else None,
+                    "as_of": data["as_of"] if data is not None else None,
+                    "strikes": len(strikes),
+                    **_legs_priced(strikes),
                 }
             )
     return {
@@ -330,39 +336,37 @@ FEED_FIELDS = (
 )  # fmt: skip
 
 
-def _judged(account: str, feed: dict[str, Any] | None, now: datetime) -> dict[str, Any] | None:
+def _judged(account: str, feed: FeedStatus | None, now: datetime) -> dict[str, Any] | None:
     """The raw record with its ``state`` judged (the record's own in ``reported_state``)."""
     if feed is None:
         return None
     health = fresh.feed_health(feed, now=now, account=account)
-    return {**feed, "state": health.state, "reported_state": feed.get("state")}
+    return {**feed, "state": health.state, "reported_state": feed["state"]}
 
 
-def _feed_summary(account: str, feed: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+def _feed_summary(account: str, feed: FeedStatus | None, now: datetime) -> dict[str, Any]:
     """A feed worker's health: ``state`` "not running" when no record exists, "not reporting"
     when its heartbeat is gone, "lock lost", or the worker's state; ``words`` and ``action``
     say it in words and what to do; ``market`` the broker's market statuses."""
     health = fresh.feed_health(feed, now=now, account=account)
-    fields = {key: feed.get(key) for key in FEED_FIELDS} if feed else dict.fromkeys(FEED_FIELDS)
+    fields = {key: feed[key] for key in FEED_FIELDS} if feed else dict.fromkeys(FEED_FIELDS)  # type: ignore[literal-required]
     return {
         "account": account,
         **fields,
         "state": health.state,
-        "reported_state": feed.get("state") if feed else None,
+        "reported_state": feed["state"] if feed else None,
         "feed_state": health.feed_state,
         "connected": health.connected,
         "words": health.words,
         "action": health.action,
         "heartbeat_age": health.heartbeat_age,
-        "market": fresh.market_words(feed.get("market") or {}) if feed else "–",
+        "market": fresh.market_words(feed["market"]) if feed else "–",
     }
 
 
-def _legs_priced(strikes: dict[str, dict[str, dict[str, Any]]]) -> dict[str, int]:
-    legs = [leg for sides in strikes.values() for leg in sides.values()]
-    priced = sum(
-        1 for leg in legs if leg.get("ltp") is not None or leg.get("prev_close") is not None
-    )
+def _legs_priced(strikes: Strikes) -> dict[str, int]:
+    legs: list[LegJSON] = [leg for sides in strikes.values() for leg in sides.values()]
+    priced = sum(1 for leg in legs if leg["ltp"] is not None or leg["prev_close"] is not None)
     return {"legs": len(legs), "legs_priced": priced}
 
 

@@ -1,15 +1,20 @@
 """Chain snapshots and feed status in Redis: the feed worker writes, web processes read.
 
 Keys (prefix ``optionsite:``):
-- ``chain:<UNDERLYING>:<EXPIRY>`` — the chain's full snapshot (API ``data`` shape plus
-  ``account``/``broker``), rewritten on every flush that changed the chain, so a consumer that
-  resyncs after a gap never gets an older ``seq`` than a delta it already missed.
-- ``feed:<ACCOUNT>`` — the lock holder's status and counters (``chains.feed.status``); it
-  expires with the lock, so a missing key means no worker holds the account.
+- ``chain:<UNDERLYING>:<EXPIRY>`` — the chain's full snapshot (``contracts.StoredSnapshot``),
+  rewritten on every flush that changed the chain, so a consumer that resyncs after a gap
+  never gets an older ``seq`` than a delta it already missed; ``chain-meta:…`` beside it, its
+  small meta record (``contracts.SnapshotMeta``).
+- ``feed:<ACCOUNT>`` — the lock holder's status and counters (``chains.feed.status.FeedStatus``);
+  it expires with the lock, so a missing key means no worker holds the account.
 - ``counter:channel_gaps`` — deltas consumers found missing (the channel layer drops at
   capacity); shown on the status page.
 - ``rest:<ACCOUNT>`` and ``feedlock:<ACCOUNT>`` — the one-writer rule's keys
   (``chains.ownership``).
+
+Readers get typed records: every read parses what it finds (``contracts.parse_snapshot``,
+``parse_meta``, ``feed.status.parse_feed_status``) and raises ContractError when a record
+lacks a key its type requires.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from brokers.connections import async_client, sync_client
+
+from .contracts import SnapshotMeta, StoredSnapshot, parse_meta, parse_snapshot, snapshot_meta
+from .feed.status import FeedStatus, parse_feed_status
 
 __all__ = ["async_client", "sync_client"]  # the Redis clients chain readers and writers use
 
@@ -55,15 +63,7 @@ def dumps(value: Any) -> str:
 # --- writers (feed worker) ----------------------------------------------------------------------
 
 
-META_KEYS = ("underlying", "expiry", "run", "seq", "as_of", "ready", "reason", "account", "broker")
-
-
-def snapshot_meta(snapshot: dict[str, Any]) -> dict[str, Any]:
-    """The small meta record stored next to a snapshot (``META_KEYS``)."""
-    return {k: snapshot.get(k) for k in META_KEYS}
-
-
-def snapshot_items(snapshot: dict[str, Any]) -> list[tuple[str, str, float | None]]:
+def snapshot_items(snapshot: StoredSnapshot) -> list[tuple[str, str, float | None]]:
     """The (key, value, ttl) pairs that store a chain snapshot and its meta record, for a
     fenced write (``FeedLock.write_if_held``)."""
     underlying, expiry = snapshot["underlying"], snapshot["expiry"]
@@ -73,15 +73,15 @@ def snapshot_items(snapshot: dict[str, Any]) -> list[tuple[str, str, float | Non
     ]
 
 
-def feed_status_item(account: str, status: Any, *, ttl: float) -> tuple[str, str, float]:
+def feed_status_item(account: str, status: FeedStatus, *, ttl: float) -> tuple[str, str, float]:
     """The (key, value, ttl) that stores a feed status record, for a fenced write: it expires
     with the lock (the record of a worker that holds no lock, after ``ttl`` seconds)."""
     return feed_key(account), dumps(status), -ttl
 
 
-async def write_snapshot(client: aioredis.Redis, snapshot: dict[str, Any]) -> None:
-    """Store a chain snapshot (must hold ``underlying``, ``expiry`` and ``seq``) and its small
-    meta record (seq, as_of, readiness) for readers that need no prices."""
+async def write_snapshot(client: aioredis.Redis, snapshot: StoredSnapshot) -> None:
+    """Store a chain snapshot and its small meta record (seq, as_of, readiness) for readers
+    that need no prices."""
     underlying, expiry = snapshot["underlying"], snapshot["expiry"]
     meta = snapshot_meta(snapshot)
     async with client.pipeline(transaction=True) as pipe:
@@ -97,34 +97,39 @@ async def clear_feed_status(client: aioredis.Redis, account: str) -> None:
 # --- readers (web, tasks) -----------------------------------------------------------------------
 
 
-def read_snapshot(underlying: str, expiry: date | str) -> dict[str, Any] | None:
-    """The chain's Redis snapshot, or None when no feed or task has written one."""
+def read_snapshot(underlying: str, expiry: date | str) -> StoredSnapshot | None:
+    """The chain's Redis snapshot, or None when no feed or task has written one. Raises
+    ContractError when the stored record lacks a key (``contracts.parse_snapshot``)."""
     raw = sync_client().get(chain_key(underlying, expiry))
-    return json.loads(raw) if raw else None
+    return parse_snapshot(json.loads(raw)) if raw else None
 
 
-def read_meta(underlying: str, expiry: date | str) -> dict[str, Any] | None:
-    """The chain's meta record (seq, as_of, ready, reason), or None when there is none."""
+def read_meta(underlying: str, expiry: date | str) -> SnapshotMeta | None:
+    """The chain's meta record (run, seq, as_of, ready, reason, …), or None when there is
+    none. Raises ContractError when it lacks a key (``contracts.parse_meta``)."""
     raw = sync_client().get(meta_key(underlying, expiry))
-    return json.loads(raw) if raw else None
+    return parse_meta(json.loads(raw)) if raw else None
 
 
 async def aread_snapshot(
     client: aioredis.Redis, underlying: str, expiry: date | str
-) -> dict[str, Any] | None:
+) -> StoredSnapshot | None:
+    """``read_snapshot`` on an asyncio client."""
     raw = await client.get(chain_key(underlying, expiry))
-    return json.loads(raw) if raw else None
+    return parse_snapshot(json.loads(raw)) if raw else None
 
 
-def read_feed_status(account: str) -> dict[str, Any] | None:
-    """The feed worker's last status, or None when no worker refreshed it recently."""
+def read_feed_status(account: str) -> FeedStatus | None:
+    """The feed worker's last status, or None when no worker refreshed it recently. Raises
+    ContractError when the record lacks a key (``feed.status.parse_feed_status``)."""
     raw = sync_client().get(feed_key(account))
-    return json.loads(raw) if raw else None
+    return parse_feed_status(json.loads(raw)) if raw else None
 
 
-async def aread_feed_status(client: aioredis.Redis, account: str) -> dict[str, Any] | None:
+async def aread_feed_status(client: aioredis.Redis, account: str) -> FeedStatus | None:
+    """``read_feed_status`` on an asyncio client."""
     raw = await client.get(feed_key(account))
-    return json.loads(raw) if raw else None
+    return parse_feed_status(json.loads(raw)) if raw else None
 
 
 def channel_gaps() -> int:

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from . import presenter, selectors
 from .access import may_view_chains
-from .api import LIVE_PATH, api_data
+from .api import LIVE_PATH, view_data
 
 WINDOWS = (5, 10, 15, 20)
 DEFAULT_WINDOW = 15
@@ -73,7 +73,7 @@ def chain_page(request: HttpRequest, underlying: str, expiry: str) -> HttpRespon
     window = _window(request.GET.get("window"))
     now = timezone.now()
     view = selectors.chain_view(chain, day, now=now)
-    data = api_data(view.data) if view.data is not None else None
+    data = view_data(view)
     page = presenter.build(data, window=window, now=now) if data else None
     context: dict[str, Any] = {
         "chain": chain,

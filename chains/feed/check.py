@@ -36,8 +36,10 @@ from brokers.registry import get_spec
 from brokers.ticks import Disconnect, Tick
 
 from .. import store
+from ..contracts import ChainDeltaEvent, parse_chain_delta
 from ..plan import ChainPlan, plan_chains
 from ..selectors import LIVE_STATES
+from .status import ChainStatus, FeedStatus
 
 CREDENTIALS = "credentials present"
 TOKEN = "token accepted"  # noqa: S105 - a stage name, not a secret
@@ -238,7 +240,7 @@ class FeedCheck:
         self._pass(DECODED, f"{len(frames)} frames, {ticks} ticks, 0 errors")
         return ticks
 
-    async def _applied(self, redis: Any, ticks_seen: int) -> dict[str, Any]:
+    async def _applied(self, redis: Any, ticks_seen: int) -> FeedStatus:
         before = await store.aread_feed_status(redis, self.name)
         if before is None:
             detail = f"no feed worker is running for '{self.name}' (no status in Redis)"
@@ -246,7 +248,7 @@ class FeedCheck:
             raise _Failed(APPLIED, detail, fix)
         if before["state"] not in LIVE_STATES:
             detail = f"the feed worker is {before['state']}" + (
-                f": {before['error']}" if before.get("error") else ""
+                f": {before['error']}" if before["error"] else ""
             )
             raise _Failed(APPLIED, detail, STATE_FIXES.get(before["state"], FIXES["log"]))
         await asyncio.sleep(STATUS_WAIT)
@@ -265,7 +267,7 @@ class FeedCheck:
                    f"chains ready, +{grown} ticks in {STATUS_WAIT}s")  # fmt: skip
         return after
 
-    async def _published(self, redis: Any, status: dict[str, Any]) -> dict[str, Any]:
+    async def _published(self, redis: Any, status: FeedStatus) -> ChainStatus:
         if status["publish_errors"]:
             detail = f"the feed worker counted {status['publish_errors']} publish errors"
             raise _Failed(PUBLISHED, detail, FIXES[PUBLISHED])
@@ -283,7 +285,7 @@ class FeedCheck:
         self._pass(PUBLISHED, f"{count} snapshots in Redis ({where}); {status['deltas']} deltas")
         return first
 
-    async def _consumer(self, chain: dict[str, Any], status: dict[str, Any]) -> None:
+    async def _consumer(self, chain: ChainStatus, status: FeedStatus) -> None:
         if isinstance(self.layer, InMemoryChannelLayer):
             detail = "the channel layer is in memory: other processes cannot reach it"
             raise _Failed(CONSUMER, detail, "Set CHANNEL_LAYER=redis (the default).")
@@ -301,11 +303,12 @@ class FeedCheck:
         waited = time.monotonic() - started
         self._pass(CONSUMER, f"delta seq {message['seq']} on {group} after {waited:.2f}s")
 
-    async def _delta(self, channel: str) -> dict[str, Any]:
+    async def _delta(self, channel: str) -> ChainDeltaEvent:
+        """The next chain.delta message on ``channel``; ContractError when it lacks a key."""
         while True:
             message = await self.layer.receive(channel)
-            if message.get("type") == "chain.delta":
-                return message  # type: ignore[no-any-return]
+            if message["type"] == "chain.delta":  # every channel-layer message has a type
+                return parse_chain_delta(message)
 
 
 def _sample_refs(plan: ChainPlan) -> tuple[InstrumentRef, list[InstrumentRef]]:

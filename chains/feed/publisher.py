@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from .. import store
 from ..book import ChainBook, FeedBook, stored_snapshot
+from ..contracts import StoredSnapshot, chain_delta_event
 from ..ownership import FeedLock, take_rest_chains
 from ..persisted import save_snapshots
 from .status import Counters
@@ -49,7 +50,7 @@ class Publisher:
         self.broker = ""
         self.last_persist = time.monotonic()
 
-    def snapshot(self, chain: ChainBook) -> dict[str, Any]:
+    def snapshot(self, chain: ChainBook) -> StoredSnapshot:
         return stored_snapshot(chain, account=self.account, broker=self.broker)
 
     async def flush(self, book: FeedBook, now: datetime | None = None) -> int:
@@ -68,12 +69,9 @@ class Publisher:
                     raise LockLost(f"another worker holds the feed lock of {self.account}")
                 await self.layer.group_send(
                     store.group_name(chain.underlying, chain.expiry),
-                    {
-                        "type": "chain.delta",
-                        "underlying": chain.underlying,
-                        "expiry": chain.expiry.isoformat(),
-                        **delta,
-                    },
+                    chain_delta_event(
+                        underlying=chain.underlying, expiry=chain.expiry.isoformat(), delta=delta
+                    ),
                 )
             except RedisError as exc:
                 self.counters.publish_errors += 1
@@ -100,20 +98,21 @@ class Publisher:
         """Merge the REST chains the repopulate task handed over (this worker is the one writer
         of its chains); newer wins per leg, so an older REST row never replaces a tick. The
         next flush publishes what changed. Returns the number of legs changed. Raises
-        RedisError (the queue stays for the next call)."""
+        RedisError (the queue stays for the next call) and ContractError (a handover this
+        worker cannot read: the queue is emptied)."""
         if book is None:
             return 0  # not prepared yet: leave the queue for after prepare()
         changed = 0
         for item in await take_rest_chains(self.redis, self.account):
-            chain = book.chains.get((item["underlying"], date.fromisoformat(item["expiry"])))
+            chain = book.chains.get((item.underlying, item.expiry))
             if chain is None:
                 logger.info(
                     "REST chain %s %s is not followed by %s: skipped",
-                    item["underlying"],
-                    item["expiry"],
+                    item.underlying,
+                    item.expiry,
                     self.account,
                 )
                 continue
-            changed += chain.apply_rest(item["spot"], item["rows"], item["observed_at"])
+            changed += chain.apply_rest(item.spot, item.rows, item.observed_at)
         self.counters.rest_legs += changed
         return changed

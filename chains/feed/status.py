@@ -14,7 +14,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import TypedDict
+
+from ..contracts import require_keys
+from ..exceptions import ContractError
 
 # What the worker is doing (``FeedStatus.state``).
 STARTING = "starting"
@@ -34,6 +37,8 @@ STATES = (STARTING, STANDBY, PREPARING, CONNECTING, LIVE, QUIET, BACKOFF, TOKEN_
 
 
 class ChainStatus(TypedDict):
+    """One chain the worker follows, in its status record (``FeedStatus.chains``)."""
+
     underlying: str
     expiry: str
     legs: int
@@ -73,18 +78,24 @@ class FeedStatus(TypedDict):
     deltas: int
     rest_legs: int
     market: dict[str, str]
-    chains: list[dict[str, Any]]
+    chains: list[ChainStatus]
 
 
 REQUIRED = frozenset(FeedStatus.__annotations__)
+CHAIN_REQUIRED = frozenset(ChainStatus.__annotations__)
 
 
-def parse_feed_status(raw: dict[str, Any]) -> FeedStatus:
-    """``raw`` (decoded JSON) as a FeedStatus; ValueError naming the missing keys."""
-    missing = REQUIRED - raw.keys()
-    if missing:
-        raise ValueError(f"feed status without {', '.join(sorted(missing))}")
-    return raw  # type: ignore[return-value]
+def parse_feed_status(raw: object) -> FeedStatus:
+    """``raw`` (decoded JSON) as a FeedStatus, each of its chains checked too. Raises
+    ContractError (a ValueError) naming the missing keys and, when some are missing, the
+    unexpected ones (a renamed key shows as both)."""
+    status = require_keys("A feed status record", raw, REQUIRED)
+    what = f"The feed status record of {status['account']}"
+    if not isinstance(status["chains"], list):
+        raise ContractError(f"{what} has chains that are not a JSON list.")
+    for chain in status["chains"]:
+        require_keys(f"{what}, a chain in it,", chain, CHAIN_REQUIRED)
+    return status  # type: ignore[return-value]
 
 
 @dataclass
@@ -149,7 +160,7 @@ def feed_status(
     retry_at: float | None,
     unrouted: int,
     market: dict[str, str],
-    chains: list[dict[str, Any]],
+    chains: list[ChainStatus],
 ) -> FeedStatus:
     """The record for this moment (``updated_at`` now)."""
     c, now = counters, time.time()

@@ -1,6 +1,7 @@
 // Live option chain: streams the server-rendered table over /ws/live-options/<UNDERLYING>.
 // No dependencies. Protocol: {type: "snapshot"|"delta"|"status"|"error"}; a gap in `seq`
-// asks the server to resync. Freshness is the server's verdict (chains/freshness.py), carried
+// asks the server to resync. Every field name read here (messages, `data`, legs, freshness)
+// is in README.md's "Wire schema", typed once in chains/contracts.py (tests check the names). Freshness is the server's verdict (chains/freshness.py), carried
 // by status messages: "Live", "No ticks for 42 s" (counted up here between messages), "Market
 // closed", "Last known as of 15:29:58". Only a status message or a closed socket changes it:
 // a resent snapshot or a delta never makes a chain live. A closed socket is stale at once.

@@ -7,7 +7,6 @@ import asyncio
 import io
 import json
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 from django.core.management import call_command
 
@@ -15,7 +14,8 @@ from brokers.models import BrokerAccount, Instrument, TrackedChain
 from brokers.ticks import Tick
 from chains import black76, store
 from chains.analytics import years_to_expiry
-from chains.book import ChainBook, FeedBook, LegSpec
+from chains.book import ChainBook, FeedBook, LegSpec, stored_snapshot
+from chains.contracts import ChainDeltaEvent, Delta, StoredSnapshot, Strikes, chain_delta_event
 from tests.brokers.factories import (
     DHAN_COMPACT_HEADER,
     csv_bytes,
@@ -95,15 +95,12 @@ def build_book(account: BrokerAccount, expiry: date, *, forward: float = 26_040.
 
 
 def publish(account: BrokerAccount, chain: ChainBook, *, ready: bool = True,
-            feed_state: str | None = "live") -> dict[str, Any]:  # fmt: skip
-    """Write the chain's snapshot and (unless None) the feed status, as runfeed does."""
-    snapshot = {
-        **chain.snapshot(),
-        "account": account.name,
-        "broker": account.kind,
-        "ready": ready,
-        "reason": "all legs priced" if ready else "only 0 of 8 legs have a price",
-    }
+            feed_state: str | None = "live") -> StoredSnapshot:  # fmt: skip
+    """Write the chain's snapshot and (unless None) the feed status, as runfeed does;
+    ``ready=False`` stores it as not ready whatever its prices."""
+    snapshot = stored_snapshot(chain, account=account.name, broker=account.kind)
+    if not ready:
+        snapshot["ready"], snapshot["reason"] = False, "only 0 of 8 legs have a price"
 
     async def write() -> None:
         client = store.async_client()
@@ -123,3 +120,13 @@ def publish(account: BrokerAccount, chain: ChainBook, *, ready: bool = True,
 
     asyncio.run(write())
     return snapshot
+
+
+def delta_event(chain: ChainBook, seq: int, *, legs: Strikes | None = None,
+                as_of: str | None = None) -> ChainDeltaEvent:  # fmt: skip
+    """A ``chain.delta`` group message of ``chain``'s run at ``seq`` (whatever the book's own
+    count), carrying ``legs`` (none by default) and no header change."""
+    delta: Delta = {"run": chain.run, "seq": seq, "as_of": as_of or datetime.now(UTC).isoformat(),
+                    "legs": legs or {}, "header": None}  # fmt: skip
+    return chain_delta_event(underlying=chain.underlying, expiry=chain.expiry.isoformat(),
+                             delta=delta)  # fmt: skip

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from brokers.models import AccountStatus, TrackedChain
 from chains import store
+from chains.book import stored_snapshot
 from chains.models import ChainSnapshot
 from tests.asgi_client import AsgiClient
 
@@ -196,7 +197,7 @@ def test_feed_down_serves_last_known_snapshot_from_redis(user_client, broker_acc
 
 def test_feed_down_serves_the_persisted_snapshot_from_the_database(user_client, broker_account):
     chain = build_book(broker_account, EXPIRY)
-    snapshot = {**chain.snapshot(), "ready": True}
+    snapshot = stored_snapshot(chain, account=broker_account.name, broker=broker_account.kind)
     as_of = timezone.now() - timedelta(days=1)
     ChainSnapshot.objects.create(account=broker_account, underlying="NIFTY", expiry=EXPIRY,
                                  seq=chain.seq, as_of=as_of, data=snapshot)  # fmt: skip
@@ -322,7 +323,7 @@ def test_cached_live_answer_equals_the_full_answer(user_client, broker_account):
     serve(broker_account, build_book(broker_account, EXPIRY))
     body = live(user_client).json()
     view = selectors.chain_view(*selectors.resolve("NIFTY", None))
-    assert body["data"] == api.api_data(view.data)
+    assert body["data"] == api.view_data(view)
     assert body["freshness"]["state"] == view.freshness.state == "live"
     assert body["freshness"]["as_of"] == view.freshness.to_json()["as_of"]
 

@@ -19,6 +19,7 @@ from django.core.management import call_command
 
 from chains import store
 from chains.api import api_data
+from chains.book import stored_snapshot
 from tests.processes import daphne, eventually, free_port, runfeed
 
 from .fixtures import EXPIRY, build_book, tracked
@@ -157,8 +158,8 @@ def test_page_is_complete_without_javascript(site, browser):
 def stored_chain(tmp_path, redis_db):
     """A NIFTY chain in Redis with no feed worker, daphne serving it, a user to log in."""
     account = tracked(tmp_path, "dhan")
-    snapshot = {**build_book(account, EXPIRY).snapshot(), "account": account.name,
-                "broker": account.kind, "ready": True, "reason": "all legs priced"}  # fmt: skip
+    snapshot = stored_snapshot(build_book(account, EXPIRY), account=account.name,
+                               broker=account.kind)  # fmt: skip
     redis_db.set(store.chain_key("NIFTY", EXPIRY), store.dumps(snapshot))
     redis_db.set(store.meta_key("NIFTY", EXPIRY), store.dumps(store.snapshot_meta(snapshot)))
     get_user_model().objects.create_user("trader", password="pw-test-only-1")
@@ -187,7 +188,7 @@ def status(state: str, words: str, *, reason: str = "", as_of: str | None = None
 def test_the_badge_follows_status_messages_and_a_closed_socket_is_stale(stored_chain, browser):
     url, snapshot = stored_chain
     snapshot_message = json.dumps({"type": "snapshot", "seq": snapshot["seq"],
-                                   "data": api_data({**snapshot, "source": "live"})})  # fmt: skip
+                                   "data": api_data(snapshot, source="live")})  # fmt: skip
     sockets: list[object] = []
 
     def server(ws) -> None:  # the scripted server: the first connection only

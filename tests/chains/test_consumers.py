@@ -6,6 +6,7 @@ concurrent one) never reaches it, and a test may flush or corrupt it on purpose.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -18,10 +19,11 @@ from django.test import Client
 from django.utils import timezone
 
 from chains import consumers, store
+from chains.contracts import chain_delta_event
 from optionsite.asgi import application
 from tests.redis_server import RedisServer, use_in_process
 
-from .fixtures import EXPIRY, LATER, build_book, publish, tracked
+from .fixtures import EXPIRY, LATER, build_book, delta_event, publish, tracked
 from .test_freshness import feed_record, write_feed
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -94,10 +96,10 @@ async def test_deltas_are_forwarded_in_order(world):
     ws, _snapshot, _ = await connected(cookie)
     layer = get_channel_layer()
     group = store.group_name("NIFTY", EXPIRY)
+    leg = chain.snapshot()["strikes"]["26000"]["CE"]
     for seq in (chain.seq + 1, chain.seq + 2):
-        await layer.group_send(group, {"type": "chain.delta", "run": chain.run, "seq": seq,
-                                       "as_of": "t",
-                                       "legs": {"26000": {"CE": {"ltp": float(seq)}}}})  # fmt: skip
+        legs = {"26000": {"CE": {**leg, "ltp": float(seq)}}}
+        await layer.group_send(group, delta_event(chain, seq, legs=legs))
     first = await ws.receive_json_from(timeout=5)
     second = await ws.receive_json_from(timeout=5)
     assert (first["type"], first["seq"], second["seq"]) == ("delta", chain.seq + 1, chain.seq + 2)
@@ -109,9 +111,7 @@ async def test_gap_in_seq_resyncs_with_a_snapshot_and_is_counted(world):
     _, chain, cookie = world
     ws, _, _ = await connected(cookie)
     layer = get_channel_layer()
-    await layer.group_send(store.group_name("NIFTY", EXPIRY),
-                           {"type": "chain.delta", "run": chain.run, "seq": chain.seq + 5,
-                            "legs": {}})  # fmt: skip
+    await layer.group_send(store.group_name("NIFTY", EXPIRY), delta_event(chain, chain.seq + 5))
     message = await ws.receive_json_from(timeout=5)
     assert message["type"] == "snapshot"  # not the delta: the client is resynced instead
     assert await sync_to_async(store.channel_gaps)() == 1
@@ -122,8 +122,7 @@ async def test_old_deltas_are_not_replayed(world):
     _, chain, cookie = world
     ws, _, _ = await connected(cookie)
     await get_channel_layer().group_send(
-        store.group_name("NIFTY", EXPIRY),
-        {"type": "chain.delta", "run": chain.run, "seq": chain.seq, "legs": {}},
+        store.group_name("NIFTY", EXPIRY), delta_event(chain, chain.seq)
     )
     assert await ws.receive_nothing(timeout=0.5)
     await ws.disconnect()
@@ -144,7 +143,8 @@ async def test_a_restarted_feed_worker_resyncs_clients_instead_of_being_ignored(
     await sync_to_async(publish)(account, restarted, feed_state=None)
     assert delta["seq"] == 2 < chain.seq and restarted.run != chain.run
     await get_channel_layer().group_send(
-        store.group_name("NIFTY", EXPIRY), {"type": "chain.delta", **delta}
+        store.group_name("NIFTY", EXPIRY),
+        chain_delta_event(underlying="NIFTY", expiry=EXPIRY.isoformat(), delta=delta),
     )
     message = await ws.receive_json_from(timeout=5)
     assert message["type"] == "snapshot" and message["seq"] == 2
@@ -154,7 +154,8 @@ async def test_a_restarted_feed_worker_resyncs_clients_instead_of_being_ignored(
     following = restarted.flush(timezone.now())
     await sync_to_async(publish)(account, restarted, feed_state=None)
     await get_channel_layer().group_send(
-        store.group_name("NIFTY", EXPIRY), {"type": "chain.delta", **following}
+        store.group_name("NIFTY", EXPIRY),
+        chain_delta_event(underlying="NIFTY", expiry=EXPIRY.isoformat(), delta=following),
     )
     message = await ws.receive_json_from(timeout=5)
     assert (message["type"], message["seq"]) == ("delta", 3)
@@ -164,8 +165,9 @@ async def test_a_restarted_feed_worker_resyncs_clients_instead_of_being_ignored(
 async def test_deltas_of_two_runs_with_the_same_seq_are_encoded_apart():
     from chains.consumers import delta_text
 
-    first = {"run": "aaaa", "seq": 1, "legs": {"26000": {"CE": {"ltp": 1.0}}}}
-    second = {"run": "bbbb", "seq": 1, "legs": {"26000": {"CE": {"ltp": 2.0}}}}
+    first = {"run": "aaaa", "seq": 1, "as_of": "2026-11-20T04:00:00+00:00", "header": None,
+             "legs": {"26000": {"CE": {"ltp": 1.0}}}}  # fmt: skip
+    second = {**first, "run": "bbbb", "legs": {"26000": {"CE": {"ltp": 2.0}}}}
     assert delta_text("chain.X.2026-11-26", first) != delta_text("chain.X.2026-11-26", second)
 
 
@@ -234,7 +236,7 @@ def quiet(tmp_path, redis_server):
 
 
 def delta(chain, seq: int) -> dict:
-    return {"type": "chain.delta", "run": chain.run, "seq": seq, "legs": {}}
+    return delta_event(chain, seq)
 
 
 async def test_the_channel_layer_reads_wait_longer_than_its_own_blocking_pop():
@@ -316,3 +318,35 @@ async def test_a_watcher_that_fails_closes_the_socket_with_a_named_code(quiet, c
     assert (output["type"], output["code"]) == ("websocket.close", consumers.CLOSE_SERVER_ERROR)
     assert "reconnect" in output["reason"]
     assert any(r.exc_info and "watcher" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_delta_without_a_required_key_closes_the_socket_naming_the_key(quiet, caplog):
+    """A renamed key in a group message is not read as "not given" (a client kept open would
+    miss updates without anyone knowing): it is logged, naming the key, and the socket closes
+    4500 so the browser reconnects."""
+    _, chain, cookie, _ = quiet
+    ws, _, _ = await connected(cookie)
+    renamed = dict(delta(chain, chain.seq + 1))
+    renamed["sequence"] = renamed.pop("seq")
+    await get_channel_layer().group_send(store.group_name("NIFTY", EXPIRY), renamed)
+    while (output := await ws.receive_output(timeout=10))["type"] == "websocket.send":
+        pass  # a status may come first
+    assert (output["type"], output["code"]) == ("websocket.close", consumers.CLOSE_SERVER_ERROR)
+    logged = [r for r in caplog.records if r.exc_info and "chain.delta" in r.getMessage()]
+    assert logged and "lacks 'seq' and has 'sequence' instead" in str(logged[0].exc_info[1])
+
+
+async def test_a_snapshot_with_a_renamed_key_is_refused_on_connect_with_4500(quiet, caplog):
+    _, _, cookie, server = quiet
+    corrupt = server.client()
+    raw = json.loads(await sync_to_async(corrupt.get)(store.chain_key("NIFTY", EXPIRY)))
+    raw["sequence"] = raw.pop("seq")
+    await sync_to_async(corrupt.set)(store.chain_key("NIFTY", EXPIRY), json.dumps(raw))
+    corrupt.close()
+    ws = socket("/ws/live-options/NIFTY", cookie)
+    await ws.connect()
+    error = await ws.receive_json_from(timeout=5)
+    assert (error["type"], error["code"]) == ("error", "server_error")
+    closed = await ws.receive_output(timeout=5)
+    assert (closed["type"], closed["code"]) == ("websocket.close", consumers.CLOSE_SERVER_ERROR)
+    assert any("lacks 'seq'" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)

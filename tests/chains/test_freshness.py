@@ -16,6 +16,7 @@ from brokers.dhan.codec import MARKET_STATUS_CHANGED
 from brokers.exchange import MarketState, Phase
 from brokers.models import ExchangeHoliday, TrackedChain
 from chains import selectors, store
+from chains.exceptions import ContractError
 from chains.freshness import (
     LIVE_WITHIN_SECONDS,
     Freshness,
@@ -334,15 +335,16 @@ def test_feed_state_is_down_whenever_the_record_cannot_be_trusted():
     assert feed_health(feed_record(state="backoff"), now=NOW).feed_state == "backoff"
 
 
-def test_a_worker_from_before_the_heartbeat_fields_is_judged_by_its_last_frame():
+@pytest.mark.parametrize("key", ["heartbeat_seconds", "lock_held", "last_tick_at"])
+def test_a_record_without_a_heartbeat_field_is_refused_when_read_not_guessed(key, clean_redis):
+    """Every worker writes these fields: a record without one is a writer running other code,
+    and reading it fails naming the key (no fallback to a one-second heartbeat or the last
+    frame's time)."""
     legacy = feed_record()
-    for key in ("heartbeat_seconds", "lock_held", "last_tick_at"):
-        del legacy[key]
-    assert judge(legacy).state == "live"
-    legacy["last_frame_at"] = ago(30)
-    assert judge(legacy).state == "quiet"
-    legacy["updated_at"] = ago(3.5)  # one second between heartbeats, as those workers wrote
-    assert judge(legacy).state == "stale"
+    del legacy[key]
+    write_feed("main", legacy)
+    with pytest.raises(ContractError, match=rf"feed status record lacks '{key}'"):
+        store.read_feed_status("main")
 
 
 def test_to_json_is_the_documented_object():

@@ -11,16 +11,18 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from brokers.accounts import load_account
 from brokers.adapters import InstrumentRef, RestChain
 from brokers.exchange import IST
 from brokers.models import AccountStatus, BrokerAccount, TrackedChain
 from chains import ownership, store
 from chains.book import stored_snapshot
+from chains.contracts import snapshot_meta
 from chains.exceptions import RepopulateFailed, SnapshotContention
 from chains.models import ChainSnapshot
 from chains.outcomes import Outcome
 from chains.ownership import lock_key
-from chains.plan import ChainPlan, LegPlan
+from chains.plan import ChainPlan, LegPlan, plan_chains
 from chains.repopulate import chains_repopulate, merge_rest_chain
 from tests.sim_wiring import tracked_chain, wire
 
@@ -167,7 +169,8 @@ def test_replace_snapshot_leaves_a_chain_whose_feed_worker_holds_the_lock(redis_
 
 def test_replace_snapshot_gives_up_when_always_overtaken(redis_db):
     def always_overtaken(current: dict | None) -> dict:
-        redis_db.set(store.chain_key("NIFTY", EXPIRY), "{}")  # another writer, every time
+        other = store.dumps(stored_at(T0 + timedelta(minutes=5)))  # another writer, every time
+        redis_db.set(store.chain_key("NIFTY", EXPIRY), other)
         return stored_at(T0)
 
     with pytest.raises(SnapshotContention, match="changed 3 times"):
@@ -176,11 +179,13 @@ def test_replace_snapshot_gives_up_when_always_overtaken(redis_db):
 
 @pytest.mark.asyncio
 async def test_rest_chains_handed_over_are_taken_once_in_order(redis_db):
-    ownership.hand_over_rest_chain("main", {"n": 1})
-    ownership.hand_over_rest_chain("main", {"n": 2})
+    first = ownership.RestHandover("NIFTY", EXPIRY, T0.timestamp(), 120.0, rest().rows)
+    second = ownership.RestHandover("NIFTY", EXPIRY, T0.timestamp() + 60, None, {})
+    ownership.hand_over_rest_chain("main", first)
+    ownership.hand_over_rest_chain("main", second)
     client = store.async_client()
     try:
-        assert await ownership.take_rest_chains(client, "main") == [{"n": 1}, {"n": 2}]
+        assert await ownership.take_rest_chains(client, "main") == [first, second]
         assert await ownership.take_rest_chains(client, "main") == []
     finally:
         await client.aclose()
@@ -209,6 +214,17 @@ def feed_status(account: str, state: str, *, reported_ago: float = 0.0) -> None:
     now = datetime.now(UTC) - timedelta(seconds=reported_ago)
     record = feed_record(now, state=state, account=account, broker="upstox")
     store.sync_client().set(store.feed_key(account), json.dumps(record), ex=60)
+
+
+def stored_meta(account: str, underlying: str, expiry: date, *, ready: bool) -> None:
+    """Only the meta record of the chain's snapshot, as a writer stores it beside one, saying
+    whether the chain is ``ready`` (the snapshot itself is not stored)."""
+    found = load_account(account)
+    plan = next(p for p in plan_chains(found) if (p.underlying, p.expiry) == (underlying, expiry))
+    snapshot = stored_snapshot(plan.new_book(), account=account, broker=found.kind)
+    snapshot["ready"], snapshot["seq"] = ready, 7
+    meta = store.dumps(snapshot_meta(snapshot))
+    store.sync_client().set(store.meta_key(underlying, expiry), meta)
 
 
 @pytest.mark.django_db
@@ -250,7 +266,7 @@ def test_dhan_chains_are_fetched_within_its_rate_limit(wired):
 def test_a_live_feed_keeps_its_ready_chains_and_nothing_is_fetched(wired):
     underlying, expiry = tracked_chain("sim-upstox")
     feed_status("sim-upstox", "live")
-    store.sync_client().set(store.meta_key(underlying, expiry), '{"ready": true, "seq": 7}')
+    stored_meta("sim-upstox", underlying, expiry, ready=True)
     outcome = run(account="sim-upstox")
     assert "fed live, skipped" in outcome.detail
     assert store.read_snapshot(underlying, expiry) is None
@@ -263,7 +279,7 @@ def test_a_worker_that_stopped_reporting_is_not_trusted_to_keep_the_chain(wired)
     live, but its heartbeat is old: the chain is fetched."""
     underlying, expiry = tracked_chain("sim-upstox")
     feed_status("sim-upstox", "live", reported_ago=30)
-    store.sync_client().set(store.meta_key(underlying, expiry), '{"ready": true, "seq": 7}')
+    stored_meta("sim-upstox", underlying, expiry, ready=True)
     outcome = run(account="sim-upstox")
     assert "written" in outcome.detail and "fed live" not in outcome.detail
 
@@ -305,7 +321,7 @@ def test_the_beats_runs_fetch_while_the_exchange_trades(wired, now, force):
 def test_a_not_ready_chain_is_fetched_although_the_feed_is_live(wired):
     underlying, expiry = tracked_chain("sim-upstox")
     feed_status("sim-upstox", "quiet")
-    store.sync_client().set(store.meta_key(underlying, expiry), '{"ready": false, "seq": 0}')
+    stored_meta("sim-upstox", underlying, expiry, ready=False)
     outcome = run(account="sim-upstox")
     assert "written" in outcome.detail
     assert store.read_snapshot(underlying, expiry)["ready"]
@@ -316,7 +332,7 @@ def test_a_not_ready_chain_is_fetched_although_the_feed_is_live(wired):
 def test_forced_run_hands_the_chain_to_the_feed_worker_that_holds_the_account(wired):
     underlying, expiry = tracked_chain("sim-upstox")
     feed_status("sim-upstox", "live")
-    store.sync_client().set(store.meta_key(underlying, expiry), '{"ready": true, "seq": 7}')
+    stored_meta("sim-upstox", underlying, expiry, ready=True)
     store.sync_client().set(lock_key("sim-upstox"), "held")
     outcome = run(account="sim-upstox", force=True)
     assert "handed to the running feed worker" in outcome.detail

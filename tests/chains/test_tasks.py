@@ -4,15 +4,17 @@ in Celery."""
 
 from __future__ import annotations
 
-import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from brokers.models import BrokerAccount
 from chains import store
+from chains.book import stored_snapshot
 from chains.models import ChainSnapshot
 from chains.outcomes import REPOPULATE, REPOPULATE_FORCED
+from chains.plan import plan_chains
 from chains.tasks import repopulate_chains
 from tests.celery_process import run_task, wait_for_log
 from tests.sim_wiring import tracked_chain, wire
@@ -49,10 +51,13 @@ def test_forced_repopulate_task_records_under_its_own_name(wired, celery_worker_
 
 def test_repopulate_task_keeps_a_snapshot_newer_than_its_fetch(wired, celery_worker_process):
     underlying, expiry = tracked_chain("sim-upstox")
-    later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
-    newer = {"underlying": underlying, "expiry": expiry.isoformat(), "seq": 41, "ready": True,
-             "as_of": later, "strikes": {}}  # fmt: skip
-    store.sync_client().set(store.chain_key(underlying, expiry), json.dumps(newer))
+    account = BrokerAccount.objects.get(name="sim-upstox")
+    plan = next(p for p in plan_chains(account) if (p.underlying, p.expiry) == (underlying, expiry))
+    book = plan.new_book()
+    book.apply_spot_value(50_000.0, time.time())
+    book.flush(datetime.now(UTC) + timedelta(minutes=5))  # a writer's flush after the fetch
+    newer = stored_snapshot(book, account=account.name, broker=account.kind)
+    store.sync_client().set(store.chain_key(underlying, expiry), store.dumps(newer))
     outcome = run_task(celery_worker_process, repopulate_chains, REPOPULATE, account="sim-upstox")
     assert outcome.ok is True, outcome.detail
     assert "kept the stored snapshot" in outcome.detail

@@ -124,12 +124,12 @@ def wait_for_chain(underlying: str, *, timeout: float, say: Any) -> None:
     last = "no feed status yet"
     while time.monotonic() < deadline:
         for account in ("sim-dhan", "sim-upstox"):
-            status = store.read_feed_status(account) or {}
-            for chain in status.get("chains", []):
+            status = store.read_feed_status(account)
+            for chain in status["chains"] if status is not None else []:
                 if chain["underlying"] == underlying:
-                    if chain["ready"] and status.get("state") in {"live", "quiet"}:
+                    if chain["ready"] and status["state"] in {"live", "quiet"}:
                         return
-                    last = f"{account}: {status.get('state')}, {chain['reason']}"
+                    last = f"{account}: {status['state']}, {chain['reason']}"
         time.sleep(0.5)
     say(f"The {underlying} chain is not live after {timeout:.0f}s ({last}); see /status/.")
 

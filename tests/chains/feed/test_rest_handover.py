@@ -27,8 +27,7 @@ async def redis_client():
 
 
 def handed(observed_at: float, rows: dict, *, spot: float | None = 26_000.0, expiry=EXPIRY):
-    return {"underlying": "NIFTY", "expiry": expiry.isoformat(), "observed_at": observed_at,
-            "spot": spot, "rows": rows}  # fmt: skip
+    return ownership.RestHandover("NIFTY", expiry, observed_at, spot, rows)
 
 
 @pytest.mark.asyncio
