@@ -23,7 +23,8 @@ from django.utils import timezone
 
 from .exceptions import BrokerError, LoginError, NotifierRefused
 from .models import AccountStatus, BrokerAccount, BrokerKind
-from .upstox.rest import UpstoxRestClient, UpstoxTokenRequest, parse_notifier_payload
+from .upstox.answers import UpstoxTokenRequest, parse_notifier_payload
+from .upstox.rest import UpstoxRestClient
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from ..exceptions import BrokerError
 from ..ratelimit import DhanLimiters, shared_dhan_limiters
 from . import codec as dhan_codec
 from . import messages as dhan_messages
+from .answers import DhanToken
 from .codec import DISCONNECT_REASONS
-from .rest import DhanRestClient, DhanToken
+from .rest import DhanRestClient
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import urlencode
 
-from brokers.upstox.rest import upstox_token_expiry
+from brokers.upstox.answers import upstox_token_expiry
 
 DHAN_TOKEN_SECONDS = 24 * 3600
 OAUTH_CODE_SECONDS = 600

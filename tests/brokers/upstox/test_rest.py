@@ -17,12 +17,8 @@ from hypothesis import strategies as st
 from brokers.exceptions import BrokerError
 from brokers.http import IST, RetryPolicy
 from brokers.ratelimit import upstox_limiter
-from brokers.upstox.rest import (
-    UpstoxRestClient,
-    parse_notifier_payload,
-    upstox_error,
-    upstox_token_expiry,
-)
+from brokers.upstox.answers import parse_notifier_payload, upstox_token_expiry
+from brokers.upstox.rest import UpstoxRestClient, upstox_error
 
 TOKEN = "FAKE-TOKEN-upstox-eyJ0eXAi.fake.sig"
 SECRET = "FAKE-SECRET-upstox-api-secret"
