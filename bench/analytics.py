@@ -46,7 +46,7 @@ from vollib.black.greeks.analytical import vega as vl_vega
 from vollib.black.implied_volatility import implied_volatility as vl_iv
 from vollib.helpers.exceptions import PriceIsAboveMaximum, PriceIsBelowIntrinsic
 
-from brokers.simulator.market import grid, smile_vol
+from brokers.simulator.pricing import grid, smile_vol
 from brokers.ticks import Tick
 from chains import analytics, black76
 from chains.book import ChainBook, LegSpec

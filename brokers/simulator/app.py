@@ -1,4 +1,4 @@
-"""The exchange simulator's application: configuration, the shared state, the tick scheduler.
+"""The exchange simulator's application: the shared state, the tick scheduler.
 
 ``build_app(config)`` returns one ``aiohttp.web.Application`` serving both brokers' REST APIs,
 feeds and masters plus the ``/sim`` control API on one port. The scheduler only decides *how
@@ -9,7 +9,7 @@ batched. With ``ticks_per_second=0`` the market moves only on ``POST /sim/step``
 generated ahead of time and replayed (``market.Tape``), for load tests beyond what the model
 generates live on one core.
 
-The market status follows the product's exchange calendar (``market.Session``) on the market
+The market status follows the product's exchange calendar (``session.Session``) on the market
 clock: open around the clock by default, the exchange's hours with ``exchange_hours``, closed
 all day when ``holiday`` names the simulator's today a trading holiday. A change is announced
 on both feeds (an Upstox market_info frame, a Dhan market-status packet); a ``market`` fault
@@ -22,7 +22,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,47 +30,23 @@ from aiohttp import web
 from brokers.exchange import IST
 
 from .auth import UPSTOX_USER_ID, Auth
+from .config import SimConfig
+from .control import notify
+from .control import routes as control_routes
 from .dhan_feed import DhanFeed
 from .dhan_rest import DhanRest, dhan_error
-from .faults import Faults, notify
-from .faults import routes as control_routes
+from .faults import Faults
 from .limits import ServerLimits
-from .market import Market, Session, Tape
+from .market import Market, Tape
+from .session import Session
 from .universe import INDEX, Universe
 from .upstox_feed import UpstoxFeed
 from .upstox_rest import FEED_PATH, UpstoxRest, upstox_error
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TICKS_PER_SECOND = 1000
 MANUAL_STEP_SECONDS = 0.001  # the virtual time of one step when the market moves only on command
 MAX_BACKLOG_SECONDS = 0.5  # a scheduler that fell further behind skips ahead (counted)
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """Everything ``runsim`` can set. The credential defaults are clearly fake demo values."""
-
-    host: str = "127.0.0.1"
-    port: int = 8800
-    seed: int = 1
-    ticks_per_second: int = DEFAULT_TICKS_PER_SECOND
-    strikes: int = 40
-    weeklies: int = 4
-    monthlies: int = 3
-    interval: float = 0.05  # scheduler / flush period, seconds
-    ping_interval: float = 10.0
-    start: datetime | None = None  # the market clock's start; None = now
-    exchange_hours: bool = False  # trade 09:15–15:30 IST on weekdays only; False: all the time
-    holiday: str = ""  # the name of a trading holiday on the start day (IST); "": none
-    dhan_client_id: str = "1100000001"
-    dhan_token: str = "SIM-DHAN-TOKEN-demo"  # noqa: S105 - a public demo value
-    upstox_api_key: str = "sim-upstox-key"
-    upstox_api_secret: str = "SIM-UPSTOX-SECRET-demo"  # noqa: S105 - a public demo value
-    upstox_redirect_uri: str = "http://127.0.0.1:8000/brokers/upstox/callback"
-    upstox_token: str = "SIM-UPSTOX-TOKEN-demo"  # noqa: S105 - a public demo value
-    upstox_notifier_url: str = ""
-    upstox_max_connections: int = 2
 
 
 SIM = web.AppKey("simulator", object)

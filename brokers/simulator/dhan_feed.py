@@ -50,7 +50,8 @@ from brokers.dhan.segments import segment_number
 from brokers.ticks import DepthLevel
 
 from .auth import Check
-from .market import Market, SimTick
+from .events import SimTick
+from .market import Market
 from .universe import INDEX, Instrument
 from .wire import FeedConnection, second
 

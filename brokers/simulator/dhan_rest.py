@@ -21,7 +21,8 @@ from brokers.dhan.segments import SEGMENT_NUMBERS
 
 from . import masters
 from .auth import Check
-from .market import Market, SimTick
+from .events import SimTick
+from .market import Market
 from .universe import INDEX, IST, Instrument
 
 if TYPE_CHECKING:

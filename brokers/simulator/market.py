@@ -16,9 +16,8 @@ Model:
 * instruments near the money and of near expiries tick more often (static weights);
 * previous close / OI / volume are set at start so that the day's change is plausible.
 
-``Session`` says when the simulated exchange trades, with the product's own calendar
-(``brokers.exchange``): around the clock (the demo and tests run at any hour) or in the
-exchange's hours, closed on the simulated holidays either way.
+The event type is in ``events``, the model's pricing rules in ``pricing``; when the exchange
+trades, in ``session``.
 """
 
 from __future__ import annotations
@@ -26,95 +25,17 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
 from itertools import accumulate
-from typing import NamedTuple
 
-from brokers.exchange import HOLIDAY_PREFIX, IST, OPEN, MarketState, Phase, market_state
 from chains import black76
 
+from .events import SimTick
+from .pricing import CARRY, MIN_YEARS, YEAR_SECONDS, grid, smile_vol
 from .universe import INDEX, Instrument, Universe
 
-YEAR_SECONDS = 365.0 * 86400.0
 TRADING_SECONDS_PER_YEAR = 252 * 22500.0  # 6 h 15 min sessions
-MIN_YEARS = 120.0 / YEAR_SECONDS  # price an expiring option with at least two minutes left
-CARRY = 0.06  # futures premium over spot (rate minus dividend yield), per year
 INDEX_WEIGHT = 0.5  # relative tick frequency of an index (a near-ATM leg weighs ~1)
-
-
-# The Upstox feed's MarketStatus name of each phase (Dhan's status packet carries none).
-UPSTOX_STATUS = {
-    Phase.OPEN: "NORMAL_OPEN",
-    Phase.PRE_OPEN: "PRE_OPEN_START",
-    Phase.CLOSED: "NORMAL_CLOSE",
-}
-
-
-@dataclass(frozen=True)
-class Session:
-    """When the simulated exchange trades.
-
-    ``exchange_hours`` False: open around the clock except on ``holidays``; True: the
-    exchange's calendar (09:15–15:30 IST on weekdays that are not ``holidays``, pre-open
-    from 09:00). ``holidays`` maps a day (IST) to its name.
-    """
-
-    exchange_hours: bool = False
-    holidays: Mapping[date, str] = field(default_factory=dict)
-
-    def state(self, at: float) -> MarketState:
-        """The market at virtual time ``at`` (epoch seconds)."""
-        moment = datetime.fromtimestamp(at, UTC)
-        if self.exchange_hours:
-            return market_state(moment, self.holidays)
-        name = self.holidays.get(moment.astimezone(IST).date())
-        return OPEN if name is None else MarketState(Phase.CLOSED, HOLIDAY_PREFIX + name)
-
-    def upstox_status(self, at: float) -> str:
-        """The Upstox MarketStatus name of the market at ``at`` (what the feeds announce)."""
-        return UPSTOX_STATUS[self.state(at).phase]
-
-    def describe(self, at: float) -> dict[str, object]:
-        """The session at ``at`` for ``GET /sim/state``."""
-        state = self.state(at)
-        return {
-            "hours": "exchange" if self.exchange_hours else "always",
-            "phase": state.phase.value,
-            "reason": state.reason,
-            "holidays": {day.isoformat(): name for day, name in self.holidays.items()},
-        }
-
-
-class SimTick(NamedTuple):
-    """One event: the instrument's state right after it ticked. ``at`` is epoch seconds.
-
-    ``iv`` is a fraction (None for an index); ``forward``/``years`` are what the option was
-    priced with (greeks follow from them, see ``Market.greeks``).
-    """
-
-    instrument: Instrument
-    at: float
-    ltp: float
-    ltq: int
-    volume: int
-    oi: int
-    bid: float
-    bid_qty: int
-    ask: float
-    ask_qty: int
-    avg_price: float
-    open: float
-    high: float
-    low: float
-    total_buy_qty: int
-    total_sell_qty: int
-    oi_day_high: int
-    oi_day_low: int
-    iv: float | None
-    forward: float
-    years: float
 
 
 @dataclass(slots=True)
@@ -124,21 +45,6 @@ class _Underlying:
     base_vol: float
     last: float  # virtual time of the last spot move
     sigma: float  # per √second
-
-
-def grid(price: float) -> float:
-    """Round a price to the 0.05 tick grid (two decimals, no float noise)."""
-    return round(round(price * 20.0) / 20.0, 2)
-
-
-def smile_vol(atm: float, forward: float, strike: float, years: float) -> float:
-    """The volatility of ``strike``: ATM vol with a put skew and a smile in standardised
-    moneyness, a little higher for the last days of an expiry; clipped to [0.5, 3] × ATM."""
-    sd = atm * math.sqrt(years)
-    m = math.log(strike / forward) / sd
-    term = 1.0 + 0.12 * math.exp(-years * 52.0)
-    vol = atm * term * (1.0 - 0.045 * m + 0.022 * m * m)
-    return min(max(vol, 0.5 * atm), 3.0 * atm)
 
 
 class Market:

@@ -32,7 +32,8 @@ from brokers.upstox.encode import (
 )
 from brokers.upstox.messages import check_key_limit, parse_client_request
 
-from .market import Market, SimTick
+from .events import SimTick
+from .market import Market
 from .universe import INDEX, Instrument
 from .wire import FeedConnection, instant
 

@@ -14,7 +14,9 @@ from websockets.asyncio.client import ClientConnection
 
 from brokers.dhan.codec import decode_frame as dhan_decode
 from brokers.exchange import OPEN, Phase
-from brokers.simulator.market import Market, Session, grid
+from brokers.simulator.market import Market
+from brokers.simulator.pricing import grid
+from brokers.simulator.session import Session
 from brokers.simulator.universe import IST, UNDERLYINGS_BY_SYMBOL, Universe, expiries_for
 from brokers.ticks import MarketStatus
 from brokers.upstox.codec import FrameKind

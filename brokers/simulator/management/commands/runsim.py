@@ -16,7 +16,8 @@ from typing import Any
 from aiohttp import web
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from brokers.simulator.app import SimConfig, build_app
+from brokers.simulator.app import build_app
+from brokers.simulator.config import SimConfig
 
 DEFAULTS = SimConfig()
 HOLIDAY_NAME = "Simulated trading holiday"

@@ -20,7 +20,7 @@ from brokers.loading import instruments_load, open_master
 from brokers.masters import KeepFilter
 from brokers.models import BrokerAccount, BrokerKind, Instrument, InstrumentKind, TrackedChain
 from brokers.secret import Secret
-from brokers.simulator.app import SimConfig
+from brokers.simulator.config import SimConfig
 
 TRACKED = ("NIFTY", "BANKNIFTY", "FINNIFTY", "SENSEX")
 # One writer per chain: each underlying is tracked by exactly one account.
