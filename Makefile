@@ -1,4 +1,5 @@
-# optionsite — `make demo` runs the whole system on the simulator, `make test` runs every check.
+# optionsite — `make demo` runs the whole system on the simulator, `make test` runs every check,
+# `make test-fast` the pure and unit tests (no process started) in under a minute.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,12 +8,18 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 KEY_FILE := .local/field_encryption.key
 
 CHROMIUM := /usr/bin/chromium
+# pytest-xdist workers of `make test` (each has its own Redis databases, test database and
+# simulator: tests/settings.py, tests/conftest.py); a file's tests stay on one worker, so that
+# module fixtures (the chaos stack, private redis-servers) start once. PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= auto
+PYTEST := $(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
-.PHONY: demo test lint browser pytest pytest-postgres proto bench clean help
+.PHONY: demo test test-fast lint browser pytest pytest-postgres proto bench clean help
 
 help:
 	@echo "make demo   — set up and run optionsite on the local simulator"
 	@echo "make test   — set up and run lint + the whole test suite"
+	@echo "make test-fast — lint + the tests that start no process (pytest -m 'not integration')"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,15 +53,21 @@ browser:
 
 # The suite runs on SQLite always, and again on PostgreSQL when DATABASE_URL points at one.
 pytest: $(STAMP)
-	env -u DATABASE_URL $(VENV)/bin/pytest -q
+	env -u DATABASE_URL $(PYTEST)
 
 pytest-postgres: $(STAMP)
 	@case "$${DATABASE_URL:-}" in \
-	  postgres://*|postgresql://*) echo "== again on PostgreSQL ($${DATABASE_URL%%@*}@…)"; $(VENV)/bin/pytest -q ;; \
+	  postgres://*|postgresql://*) echo "== again on PostgreSQL ($${DATABASE_URL%%@*}@…)"; $(PYTEST) ;; \
 	  *) echo "== PostgreSQL pass skipped: DATABASE_URL does not point at PostgreSQL" ;; \
 	esac
 
 test: lint browser pytest pytest-postgres
+
+# The pure and unit tests: codecs, book, analytics, Black-76, selectors, API, admin, loaders…
+# Every test that starts a process is marked `integration` (tests/process_marker.py fails one
+# that is not), so this lane needs only Redis and SQLite.
+test-fast: lint
+	env -u DATABASE_URL $(PYTEST) -m "not integration"
 
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. brokers/upstox/MarketDataFeedV3.proto

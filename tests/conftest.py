@@ -6,11 +6,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from django.db import connections
 
+from chains import store
 from tests.celery_process import celery_worker
 from tests.processes import Process
 from tests.sim_process import RunningSimulator, start_simulator
+from tests.sim_wiring import wire
+
+# A test that starts a process must be marked `integration` (tests/process_marker.py).
+pytest_plugins = ["tests.process_marker"]
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +52,26 @@ def sim(simulator_process: RunningSimulator) -> RunningSimulator:
     """The session's simulator, reset to a fresh state (faults, tokens, limits, market)."""
     simulator_process.reset()
     return simulator_process
+
+
+@pytest.fixture
+def clean_redis() -> Iterator[redis.Redis]:
+    """The test Redis database (``REDIS_URL``, each xdist worker's own: tests/settings.py)
+    empty before and after — snapshots, feed status, locks, rate-limit slots. Yields the
+    product's synchronous client of it."""
+    client = store.sync_client()
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def wired(sim: RunningSimulator, clean_redis: redis.Redis) -> RunningSimulator:
+    """The product wired to the session's fresh simulator (``tests.sim_wiring.wire``: accounts
+    sim-dhan and sim-upstox, masters loaded, one chain each with one expiry) on an empty test
+    Redis database. Needs the database: use it from a ``django_db`` test."""
+    wire(sim)
+    return sim
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,32 @@ os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("DJANGO_SECURE_COOKIES", "0")
 os.environ.setdefault("DJANGO_HSTS_SECONDS", "0")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
-# The Celery broker apart: tests flush REDIS_URL's database, which would drop Celery's bindings.
-os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
+# Redis: databases of the machine's Redis (TEST_REDIS_SERVER) of each pytest-xdist worker's own,
+# so that workers never flush or lock each other's keys; a run without xdist takes gw0's. Per
+# worker: REDIS_URL (channel layer, cache, snapshots; tests flush it), CELERY_BROKER_URL (apart,
+# as a flush would drop Celery's bindings) and TEST_PROCESS_REDIS_URL (for the processes of a
+# test that must not share the test's own database: the browser tests, `make demo`). 0 stays the
+# demo's and 13 the benchmarks' (bench/_stack.py). The values go into os.environ, so processes
+# the tests start inherit them; such a process (same worker) keeps what it is given, e.g. a
+# private redis-server's REDIS_URL.
+REDIS_DATABASES = {"gw0": (15, 14, 12), "gw1": (11, 10, 9), "gw2": (8, 7, 6), "gw3": (5, 4, 3)}
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+if os.environ.get("TEST_REDIS_WORKER") != _worker:  # this worker's first import, not a child's
+    if _worker not in REDIS_DATABASES:
+        raise RuntimeError(
+            f"pytest-xdist worker {_worker} has no Redis databases: run with -n "
+            f"{len(REDIS_DATABASES)} or fewer (tests/settings.py REDIS_DATABASES)"
+        )
+    _server = os.environ.get("TEST_REDIS_SERVER", "redis://127.0.0.1:6379").rstrip("/")
+    _redis, _celery, _processes = REDIS_DATABASES[_worker]
+    os.environ["REDIS_URL"] = f"{_server}/{_redis}"
+    os.environ["CELERY_BROKER_URL"] = f"{_server}/{_celery}"
+    os.environ["TEST_PROCESS_REDIS_URL"] = f"{_server}/{_processes}"
+    os.environ["TEST_REDIS_WORKER"] = _worker
 # A valid Fernet key that is obviously not a production secret (base64 of a readable phrase).
 os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWtleS1ub3QtYS1zZWNyZXQtISEhISE=")
 
-from optionsite.settings import *  # noqa: F403
+from optionsite.settings import *  # noqa: E402, F403
 
 # Subprocesses started by tests (runfeed, the Celery worker, daphne) must see the test
 # database: SQLite's test database is a file here, not pytest-django's in-memory default.

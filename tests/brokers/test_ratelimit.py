@@ -457,6 +457,7 @@ def spacings(slots: list[float]) -> list[float]:
     return [round(b - a, 6) for a, b in itertools.pairwise(ordered)]
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_two_processes_of_one_account_reserve_option_chains_3_5_s_apart(
     accounts: list[str], clients: tuple[aioredis.Redis, aioredis.Redis]
@@ -478,6 +479,7 @@ async def test_two_processes_of_one_account_reserve_option_chains_3_5_s_apart(
     assert sorted(time.sleeps) == pytest.approx([3.5 * i for i in range(1, 10)])
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_a_process_waits_only_for_the_rest_of_another_ones_interval(
     accounts: list[str], clients: tuple[aioredis.Redis, aioredis.Redis]
@@ -498,6 +500,7 @@ async def test_a_process_waits_only_for_the_rest_of_another_ones_interval(
     assert time.sleeps == [pytest.approx(2.5)]
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_upstox_windows_hold_across_two_processes_as_in_one(
     accounts: list[str], clients: tuple[aioredis.Redis, aioredis.Redis]
@@ -527,6 +530,7 @@ async def test_upstox_windows_hold_across_two_processes_as_in_one(
     assert min(spacings(slots)) >= 0.02
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_accounts_do_not_share_a_budget(
     accounts: list[str], clients: tuple[aioredis.Redis, aioredis.Redis]
@@ -542,6 +546,7 @@ async def test_accounts_do_not_share_a_budget(
     assert [await limiter.acquire() for limiter in limiters] == [13.5, 13.5]
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_an_option_chain_request_also_books_the_data_class(
     accounts: list[str], clients: tuple[aioredis.Redis, aioredis.Redis]
@@ -561,6 +566,7 @@ async def test_an_option_chain_request_also_books_the_data_class(
     assert await second.quotes.acquire() == 0.0  # quotes have their own class
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_keys_are_per_account_and_class_and_expire(
     accounts: list[str], clients: tuple[aioredis.Redis, aioredis.Redis]
@@ -583,6 +589,7 @@ async def test_keys_are_per_account_and_class_and_expire(
     assert await clients[0].zcard(f"{prefix}option-chain") == 1  # only the last start bounds
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_redis_time_spaces_two_processes_when_no_clock_is_injected(
     accounts: list[str], clients: tuple[aioredis.Redis, aioredis.Redis]
@@ -600,6 +607,7 @@ async def test_redis_time_spaces_two_processes_when_no_clock_is_injected(
     assert len(time.sleeps) >= 5  # nobody went ahead without waiting for the slot
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_identical_requests_of_one_process_still_share_one_call(
     accounts: list[str], clients: tuple[aioredis.Redis, aioredis.Redis]
@@ -679,6 +687,7 @@ def config(name: str, kind: str) -> AccountConfig:
     )  # fmt: skip
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_adapters_built_apart_for_one_account_share_its_limits(
     accounts: list[str], clients: tuple[aioredis.Redis, aioredis.Redis]

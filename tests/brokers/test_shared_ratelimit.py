@@ -23,7 +23,7 @@ from django.db import connections
 
 from brokers.accounts import config_of
 from brokers.adapters import InstrumentRef, RestChain, adapter_for
-from brokers.connections import async_client, client_options, sync_client
+from brokers.connections import async_client, client_options
 from brokers.exceptions import BrokerError
 from brokers.models import BrokerAccount, TrackedChain
 from brokers.ratelimit import SlotBook, shared_dhan_limiters
@@ -32,21 +32,12 @@ from chains.outcomes import Outcome
 from chains.repopulate import chains_repopulate
 from tests.brokers.test_ratelimit import redis_server
 from tests.processes import free_port
-from tests.sim_wiring import tracked_chain, wire
+from tests.sim_wiring import tracked_chain
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 ACCOUNT = "sim-dhan"
 T = TypeVar("T")
-
-
-@pytest.fixture
-def wired(sim: Any) -> Iterator[Any]:
-    """The simulator accounts wired to ``sim``, with no rate-limit state left in Redis."""
-    sync_client().flushdb()
-    wire(sim)
-    yield sim
-    sync_client().flushdb()
 
 
 @pytest.fixture

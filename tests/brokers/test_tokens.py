@@ -17,7 +17,6 @@ from brokers.secret import Secret
 from brokers.simulator.app import SimConfig
 from chains.outcomes import Outcome
 from tests.brokers.factories import dhan_account, upstox_account
-from tests.sim_wiring import wire
 
 pytestmark = [pytest.mark.django_db]
 DEMO = SimConfig()
@@ -74,12 +73,6 @@ def test_a_token_replaced_during_the_check_is_left_for_the_next_check():
 
 
 # --- against the simulator -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def wired(sim):
-    wire(sim)
-    return sim
 
 
 @pytest.mark.integration

@@ -32,28 +32,32 @@ EXPIRY = next_thursday(datetime.now(UTC).date() + timedelta(days=1))
 LATER = EXPIRY + timedelta(days=7)
 
 
-def tracked(tmp_path, broker: str) -> BrokerAccount:
-    """An account of ``broker`` with NIFTY options for two expiries, tracking NIFTY."""
+def tracked(
+    tmp_path, broker: str, *, expiries: int = 2, strikes: list[int] = STRIKES, name: str = "main"
+) -> BrokerAccount:
+    """Account ``name`` of ``broker`` with NIFTY options at ``strikes`` for ``expiries`` (1 or
+    2) weekly expiries, EXPIRY then LATER, tracking that many of NIFTY's. DhanHQ security ids
+    count from 40000 (41000 for LATER), CE before PE per strike; Upstox tokens from 50000."""
+    days = [EXPIRY, LATER][:expiries]
     if broker == "dhan":
-        account = dhan_account("main")
-        rows = (
-            dhan_compact_rows(EXPIRY, STRIKES)
-            + dhan_compact_rows(LATER, STRIKES, first_id=41000)[3:]
-        )
+        account = dhan_account(name)
+        rows: list[list[str]] = []
+        for n, day in enumerate(days):  # the index, equity and future rows only once
+            rows += dhan_compact_rows(day, strikes, first_id=40000 + 1000 * n)[3 if n else 0 :]
         path = tmp_path / "m.csv"
         path.write_bytes(csv_bytes(DHAN_COMPACT_HEADER, rows))
         index_id = "13"
     else:
-        account = upstox_account("main")
-        records = (
-            upstox_records(EXPIRY, STRIKES) + upstox_records(LATER, STRIKES, first_token=51000)[3:]
-        )
+        account = upstox_account(name)
+        records: list[dict] = []
+        for n, day in enumerate(days):  # the indices and the equity only once
+            records += upstox_records(day, strikes, first_token=50000 + 1000 * n)[3 if n else 0 :]
         path = tmp_path / "m.json"
         path.write_bytes(json_bytes(records))
         index_id = "NSE_INDEX|Nifty 50"
-    call_command("loadinstruments", account="main", file=path, stdout=io.StringIO())
+    call_command("loadinstruments", account=name, file=path, stdout=io.StringIO())
     TrackedChain.objects.create(
-        account=account, underlying="NIFTY", expiries=2,
+        account=account, underlying="NIFTY", expiries=expiries,
         index_instrument=Instrument.objects.get(account=account, broker_id=index_id),
     )  # fmt: skip
     return account

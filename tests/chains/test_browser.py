@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import signal
@@ -24,11 +25,11 @@ from tests.processes import daphne, eventually, free_port, runfeed
 
 from .fixtures import EXPIRY, build_book, tracked
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
-# The processes these tests start (runfeed, daphne) use a Redis database of their own, so
-# other test runs on the machine (which flush theirs, and may run a sim-dhan feed of their own
-# with its lock) cannot pull keys away from under the page.
-REDIS_URL = "redis://127.0.0.1:6379/12"
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration, pytest.mark.browser]
+# The processes these tests start (runfeed, daphne) use a Redis database of their own (this
+# xdist worker's, tests/settings.py), so that nothing flushing the test database or running a
+# sim-dhan feed with its lock can pull keys away from under the page.
+REDIS_URL = os.environ["TEST_PROCESS_REDIS_URL"]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

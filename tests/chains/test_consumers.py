@@ -26,7 +26,7 @@ from tests.redis_server import RedisServer, use_in_process
 from .fixtures import EXPIRY, LATER, build_book, delta_event, publish, tracked
 from .test_freshness import feed_record, write_feed
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio, pytest.mark.integration]
 ORIGIN = (b"origin", b"http://localhost")
 
 

@@ -23,11 +23,14 @@ def test_make_demo_serves_a_live_chain_and_stops_cleanly(tmp_path: Path):
     env = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
-        "REDIS_URL": "redis://127.0.0.1:6379/14",
+        # A database of its own (this xdist worker's, tests/settings.py), also its Celery
+        # broker as in production: the demo's beat must not reach the tests' Celery worker.
+        "REDIS_URL": os.environ["TEST_PROCESS_REDIS_URL"],
         "DEMO_PORT": str(web),
         "DEMO_SIM_PORT": str(sim),
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)  # the demo runs the product's own settings
+    env.pop("CELERY_BROKER_URL", None)  # Celery then uses REDIS_URL, as by default
     log = tmp_path / "demo.log"
     with log.open("w") as out:
         demo = subprocess.Popen(["make", "demo"], cwd=ROOT, env=env, stdout=out,

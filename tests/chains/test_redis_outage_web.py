@@ -55,6 +55,7 @@ def delta(chain: Any, seq: int) -> dict[str, Any]:
 # --- in-process: the consumer's side --------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_a_viewer_hears_store_unavailable_then_is_resynced_and_rejoined(outage_world):
     account, chain, cookie, server = outage_world
@@ -82,6 +83,7 @@ async def test_a_viewer_hears_store_unavailable_then_is_resynced_and_rejoined(ou
     await ws.disconnect()
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_a_viewer_connecting_while_redis_is_down_is_closed_4503(outage_world):
     _, _, cookie, server = outage_world
@@ -220,6 +222,7 @@ def test_a_quiet_chain_keeps_every_viewer_connected_for_30_seconds(web):
             assert (got["type"], got["seq"]) == ("delta", chain.seq + 1)
 
 
+@pytest.mark.integration
 def test_pages_say_store_unavailable_while_redis_is_down_and_recover(outage_world, client):
     account, chain, _cookie, server = outage_world
     from django.contrib.auth import get_user_model

@@ -24,7 +24,7 @@ from chains.outcomes import Outcome
 from chains.ownership import lock_key
 from chains.plan import ChainPlan, LegPlan, plan_chains
 from chains.repopulate import chains_repopulate, merge_rest_chain
-from tests.sim_wiring import tracked_chain, wire
+from tests.sim_wiring import tracked_chain
 
 EXPIRY = date(2031, 1, 2)
 STRIKES = [100.0, 110.0, 120.0, 130.0, 140.0]
@@ -118,15 +118,7 @@ def test_the_stored_snapshot_strike_window_is_kept():
 # --- the optimistic write (real Redis) -----------------------------------------------------------
 
 
-@pytest.fixture
-def redis_db():
-    client = store.sync_client()
-    client.flushdb()
-    yield client
-    client.flushdb()
-
-
-def test_replace_snapshot_writes_the_chain_and_its_meta_record(redis_db):
+def test_replace_snapshot_writes_the_chain_and_its_meta_record(clean_redis):
     snapshot = stored_at(T0)
     write = ownership.replace_snapshot("NIFTY", EXPIRY, lambda current: snapshot, owner_key="k")
     assert write.written == snapshot and not write.owned
@@ -134,7 +126,7 @@ def test_replace_snapshot_writes_the_chain_and_its_meta_record(redis_db):
     assert store.read_meta("NIFTY", EXPIRY)["seq"] == snapshot["seq"]
 
 
-def test_replace_snapshot_merges_again_on_what_another_writer_wrote_meanwhile(redis_db):
+def test_replace_snapshot_merges_again_on_what_another_writer_wrote_meanwhile(clean_redis):
     newer = stored_at(T0 + timedelta(minutes=5), rest(bump=3.0))
     other = store.async_client  # a second connection, like a feed worker's
     seen: list[dict | None] = []
@@ -158,8 +150,8 @@ async def _write_with_new_client(make_client, snapshot: dict) -> None:
     await client.aclose()
 
 
-def test_replace_snapshot_leaves_a_chain_whose_feed_worker_holds_the_lock(redis_db):
-    redis_db.set(lock_key("main"), "worker-token")
+def test_replace_snapshot_leaves_a_chain_whose_feed_worker_holds_the_lock(clean_redis):
+    clean_redis.set(lock_key("main"), "worker-token")
     write = ownership.replace_snapshot(
         "NIFTY", EXPIRY, lambda current: stored_at(T0), owner_key=lock_key("main")
     )
@@ -167,10 +159,10 @@ def test_replace_snapshot_leaves_a_chain_whose_feed_worker_holds_the_lock(redis_
     assert store.read_snapshot("NIFTY", EXPIRY) is None
 
 
-def test_replace_snapshot_gives_up_when_always_overtaken(redis_db):
+def test_replace_snapshot_gives_up_when_always_overtaken(clean_redis):
     def always_overtaken(current: dict | None) -> dict:
         other = store.dumps(stored_at(T0 + timedelta(minutes=5)))  # another writer, every time
-        redis_db.set(store.chain_key("NIFTY", EXPIRY), other)
+        clean_redis.set(store.chain_key("NIFTY", EXPIRY), other)
         return stored_at(T0)
 
     with pytest.raises(SnapshotContention, match="changed 3 times"):
@@ -178,7 +170,7 @@ def test_replace_snapshot_gives_up_when_always_overtaken(redis_db):
 
 
 @pytest.mark.asyncio
-async def test_rest_chains_handed_over_are_taken_once_in_order(redis_db):
+async def test_rest_chains_handed_over_are_taken_once_in_order(clean_redis):
     first = ownership.RestHandover("NIFTY", EXPIRY, T0.timestamp(), 120.0, rest().rows)
     second = ownership.RestHandover("NIFTY", EXPIRY, T0.timestamp() + 60, None, {})
     ownership.hand_over_rest_chain("main", first)
@@ -189,16 +181,10 @@ async def test_rest_chains_handed_over_are_taken_once_in_order(redis_db):
         assert await ownership.take_rest_chains(client, "main") == []
     finally:
         await client.aclose()
-    assert not redis_db.exists(ownership.rest_key("main"))
+    assert not clean_redis.exists(ownership.rest_key("main"))
 
 
 # --- the service against the simulator -----------------------------------------------------------
-
-
-@pytest.fixture
-def wired(sim, redis_db):
-    wire(sim)
-    return sim
 
 
 def run(**kwargs: Any) -> Outcome:

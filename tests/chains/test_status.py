@@ -26,15 +26,7 @@ from tests.chains.fixtures import EXPIRY, LATER, build_book, publish, tracked
 from tests.chains.test_freshness import feed_record, write_feed
 from tests.redis_server import RedisServer, use_in_process
 
-pytestmark = [pytest.mark.django_db]
-
-
-@pytest.fixture(autouse=True)
-def redis_db():
-    client = store.sync_client()
-    client.flushdb()
-    yield client
-    client.flushdb()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clean_redis")]
 
 
 @pytest.fixture
@@ -105,11 +97,11 @@ def test_a_feed_worker_that_is_not_running_says_so(user_client):
     assert feed["ticks_per_second"] is None
 
 
-def test_a_running_feed_worker_shows_its_counters(user_client, redis_db):
+def test_a_running_feed_worker_shows_its_counters(user_client, clean_redis):
     dhan_account("main")
     write_feed("main", feed_record(timezone.now(), heartbeat_seconds=30.0, ticks_per_second=812.5,
                                    reconnects=2, decode_errors=3, last_frame_age=0.1))  # fmt: skip
-    redis_db.set(store.GAPS_KEY, 4)
+    clean_redis.set(store.GAPS_KEY, 4)
     data = api(user_client)
     (feed,) = data["feeds"]
     assert (feed["state"], feed["ticks_per_second"], feed["reconnects"]) == ("live", 812.5, 2)
@@ -298,6 +290,7 @@ def test_the_page_shows_not_due_yet_without_start_celery(user_client):
 # --- Redis down ----------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_the_api_and_the_page_say_store_unavailable_while_redis_is_down_and_recover(user_client):
     dhan_account("main")
     with RedisServer() as server, use_in_process(server):

@@ -17,17 +17,9 @@ from chains.outcomes import REPOPULATE, REPOPULATE_FORCED
 from chains.plan import plan_chains
 from chains.tasks import repopulate_chains
 from tests.celery_process import run_task, wait_for_log
-from tests.sim_wiring import tracked_chain, wire
+from tests.sim_wiring import tracked_chain
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
-
-
-@pytest.fixture
-def wired(sim):
-    store.sync_client().flushdb()
-    wire(sim)
-    yield sim
-    store.sync_client().flushdb()
 
 
 def test_repopulate_task_fills_the_chain_from_rest_and_records_success(

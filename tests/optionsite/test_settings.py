@@ -163,6 +163,7 @@ def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.integration
 def test_check_deploy_is_clean_in_production(tmp_path):
     result = _manage(
         "check",
@@ -175,6 +176,7 @@ def test_check_deploy_is_clean_in_production(tmp_path):
     assert "no issues" in result.stdout
 
 
+@pytest.mark.integration
 def test_startup_fails_naming_the_variable(tmp_path):
     result = _manage("check", env={**PRODUCTION, "REDIS_URL": "amqp://x"})
     assert result.returncode != 0

@@ -23,7 +23,7 @@ from .feedclient import (
     ticks,
 )
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
 
 def _atm_pair(sim):

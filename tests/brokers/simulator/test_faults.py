@@ -32,7 +32,7 @@ from .feedclient import (
     upstox_sub,
 )
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
 
 async def _dhan_live(sim):

@@ -38,6 +38,7 @@ def _all(sim: RunningSimulator) -> list[dict]:
     return [i for i in sim.state()["instruments"] if i["kind"] == "option"]
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_dhan_more_than_5000_instruments_per_connection_gets_804(big_sim):
     options = _all(big_sim)
@@ -49,6 +50,7 @@ async def test_dhan_more_than_5000_instruments_per_connection_gets_804(big_sim):
     assert disconnect_codes(events)[-1] == 804
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_dhan_5000_instruments_per_connection_are_accepted(big_sim):
     pairs = [(i["dhan_segment"], i["security_id"]) for i in _all(big_sim)[:5000]]
@@ -59,6 +61,7 @@ async def test_dhan_5000_instruments_per_connection_are_accepted(big_sim):
         assert big_sim.state(instruments=False)["subscriptions"]["dhan"] == 5000
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("mode", "limit"), [("option_greeks", 3000), ("full", 2000)])
 async def test_upstox_key_limit_per_mode_closes_with_1008(big_sim, mode, limit):
@@ -76,6 +79,7 @@ async def test_upstox_key_limit_per_mode_closes_with_1008(big_sim, mode, limit):
     assert ws.close_code == 1008
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_upstox_mixed_modes_use_the_lower_limits(big_sim):
     keys = [i["upstox_key"] for i in _all(big_sim)]
@@ -92,6 +96,7 @@ async def test_upstox_mixed_modes_use_the_lower_limits(big_sim):
                 await recv(ws)
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_dhan_option_chain_repeated_within_3s_gets_429_dh904(sim):
     expiry = sim.state(instruments=False)["market"]["expiries"]["NIFTY"][0]
@@ -110,6 +115,7 @@ async def test_dhan_option_chain_repeated_within_3s_gets_429_dh904(sim):
     assert error.value.code == "DH-904" and not error.value.permanent
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_dhan_quotes_more_than_one_per_second_get_429(sim):
     async with httpx.AsyncClient(base_url=f"{sim.url}/dhan", headers=DHAN_HEADERS) as client:
@@ -120,6 +126,7 @@ async def test_dhan_quotes_more_than_one_per_second_get_429(sim):
     assert too_many.status_code == 400 and too_many.json()["errorCode"] == "DH-905"
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_upstox_more_than_50_requests_per_second_get_429(sim):
     headers = {"Authorization": f"Bearer {DEMO.upstox_token}"}

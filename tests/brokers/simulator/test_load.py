@@ -80,11 +80,13 @@ def _post(sim, path: str, body: object) -> httpx.Response:
     [("/sim/rate", {"ticks_per_second": -1}), ("/sim/rate", {"ticks_per_second": True}),
      ("/sim/rate", []), ("/sim/tape", {"steps": "many"}), ("/sim/tape", {})],
 )  # fmt: skip
+@pytest.mark.integration
 def test_rate_and_tape_refuse_bad_bodies(sim, path, body):
     response = _post(sim, path, body)
     assert response.status_code == 400 and "send" in response.json()["error"]
 
 
+@pytest.mark.integration
 def test_rate_changes_while_running(sim):
     assert _post(sim, "/sim/rate", {"ticks_per_second": 4000}).status_code == 200
     before = sim.state(instruments=False)
@@ -94,6 +96,7 @@ def test_rate_changes_while_running(sim):
     assert 2.0 * 3000 < after["steps"] - before["steps"] < 3.0 * 4000
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_taped_market_reaches_a_client_with_moving_times_and_counters(sim):
     assert _post(sim, "/sim/tape", {"steps": 2000}).json() == {"ok": True, "steps": 2000}

@@ -14,7 +14,7 @@ from brokers.http import IST, NO_RETRY
 from brokers.upstox.rest import UpstoxRestClient
 from tests.sim_process import DEMO
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
 
 def _expiry(sim, symbol: str = "NIFTY") -> date:

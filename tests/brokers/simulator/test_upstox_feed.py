@@ -123,6 +123,7 @@ def test_every_present_sub_message_of_a_market_stretch_is_whole():
     assert problems == []
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_live_feed_over_the_socket_sends_whole_sub_messages(sim):
     nifty = [r["upstox_key"] for r in option_keys(sim.state(), "NIFTY")]
@@ -157,6 +158,7 @@ async def test_live_feed_over_the_socket_sends_whole_sub_messages(sim):
     assert unchanged_price_trades and live_kinds == everything, (unchanged_price_trades, live_kinds)
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_market_info_first_then_snapshot_then_incremental_live_feed(sim):
     rows = option_keys(sim.state(), "NIFTY")
@@ -186,6 +188,7 @@ async def test_market_info_first_then_snapshot_then_incremental_live_feed(sim):
     assert all(t.prev_close is not None for t in live if t.ltp is not None)
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_index_in_option_greeks_mode_gets_ltpc_and_full_mode_gets_depth(sim):
     option = option_keys(sim.state(), "NIFTY")[80]["upstox_key"]
@@ -199,6 +202,7 @@ async def test_index_in_option_greeks_mode_gets_ltpc_and_full_mode_gets_depth(si
     assert full.depth is not None and len(full.depth) == 5 and full.open is not None
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_change_mode_and_unsub(sim):
     key = option_keys(sim.state(), "NIFTY")[80]["upstox_key"]
@@ -217,6 +221,7 @@ async def test_change_mode_and_unsub(sim):
     assert sim.state(instruments=False)["subscriptions"]["upstox"] == 0
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_feed_uri_is_single_use(sim):
     uri = await upstox_uri(sim)
@@ -227,6 +232,7 @@ async def test_feed_uri_is_single_use(sim):
     assert refused.value.response.status_code == 401
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_direct_feed_url_redirects_to_an_authorized_uri(sim):
     async with httpx.AsyncClient() as client:
@@ -243,6 +249,7 @@ async def test_direct_feed_url_redirects_to_an_authorized_uri(sim):
     assert refused.status_code == 401
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_authorize_with_a_bad_token_is_refused(sim):
     with pytest.raises(httpx.HTTPStatusError) as refused:
@@ -250,6 +257,7 @@ async def test_authorize_with_a_bad_token_is_refused(sim):
     assert refused.value.response.json()["errors"][0]["errorCode"] == "UDAPI100050"
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_text_frames_and_unknown_keys_are_ignored(sim):
     async with await upstox_connect(sim) as ws:
@@ -263,6 +271,7 @@ async def test_text_frames_and_unknown_keys_are_ignored(sim):
     assert conns[0]["ignored_text_frames"] == 1 and conns[0]["unknown_instruments"] == 1
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_third_connection_is_refused(sim):
     first, second = await upstox_connect(sim), await upstox_connect(sim)
@@ -275,6 +284,7 @@ async def test_third_connection_is_refused(sim):
         await second.close()
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_logout_closes_the_feed_and_kills_the_token(sim):
     async with await upstox_connect(sim) as ws:

@@ -31,6 +31,7 @@ from .feedclient import dhan_subscribe, feed_connect, recv, ticks
         ("upstox", "/upstox/market-quote/instruments/exchange/complete.json.gz"),
     ],
 )
+@pytest.mark.integration
 def test_masters_load_through_loadinstruments_url(sim, kind, path):
     account = dhan_account("d") if kind == "dhan" else upstox_account("u")
     out = io.StringIO()
@@ -47,6 +48,7 @@ def test_masters_load_through_loadinstruments_url(sim, kind, path):
     assert option.lot_size == 20 and str(option.tick_size) == "0.0500"
 
 
+@pytest.mark.integration
 @pytest.mark.django_db
 def test_simaccounts_wires_both_accounts_and_is_idempotent(sim):
     out = io.StringIO()
@@ -89,6 +91,7 @@ async def _first_packets(sim, count: int) -> list:
     return live[:count]
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_same_seed_gives_the_same_first_ticks_over_the_wire():
     args = ("--seed", "11", "--ticks-per-second", "0", "--start", "2026-01-07T10:00:00+05:30")
@@ -109,6 +112,7 @@ async def test_same_seed_gives_the_same_first_ticks_over_the_wire():
     assert a[0].exchange_time.date() == datetime(2026, 1, 7, tzinfo=UTC).date()
 
 
+@pytest.mark.integration
 @pytest.mark.asyncio
 async def test_approved_v3_token_request_reaches_the_notifier():
     received: list[bytes] = []

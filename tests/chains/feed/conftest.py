@@ -1,27 +1,28 @@
-"""Fixtures and helpers of the feed tests: the product wired to the session's simulator."""
+"""Fixtures and helpers of the feed tests (the product wired to the session's simulator is
+``wired``, in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import pytest
-from django.core.management import call_command
+import pytest_asyncio
+from redis.asyncio import Redis
 
 from chains import store
 from tests.processes import eventually
 
 
-@pytest.fixture
-def wired(sim: Any) -> Iterator[Any]:
-    """Accounts sim-dhan and sim-upstox on the simulator; one account per underlying; the
-    test Redis database empty before and after."""
-    store.sync_client().flushdb()
-    call_command("simaccounts", url=sim.url, stdout=io.StringIO())
-    yield sim
-    store.sync_client().flushdb()
+@pytest_asyncio.fixture
+async def redis_client() -> AsyncIterator[Redis]:
+    """The product's async client of the test Redis database, which is empty before and after
+    (closed after the test)."""
+    client = store.async_client()
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
 
 
 StatusReader = Callable[[str], dict[str, Any] | None]

@@ -15,17 +15,8 @@ from brokers.models import BrokerAccount
 from chains import store
 from chains.feed.check import STAGES
 from tests.processes import Process, eventually, runfeed
-from tests.sim_wiring import wire
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
-
-
-@pytest.fixture
-def wired(sim):
-    store.sync_client().flushdb()
-    wire(sim)
-    yield sim
-    store.sync_client().flushdb()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import time
 from datetime import timedelta
 
 import pytest
-import pytest_asyncio
 from channels.layers import get_channel_layer
 
 from brokers.dhan import encode
@@ -15,15 +14,6 @@ from chains import ownership, store
 from tests.chains.feed.test_worker_steps import EXPIRY, leg_id, ready_worker
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-@pytest_asyncio.fixture
-async def redis_client():
-    client = store.async_client()
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.aclose()
 
 
 def handed(observed_at: float, rows: dict, *, spot: float | None = 26_000.0, expiry=EXPIRY):
