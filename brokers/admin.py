@@ -255,10 +255,11 @@ class BrokerAccountAdmin(admin.ModelAdmin):
             token += f", {'expired' if obj.token_expired() else 'expires'} {when}"
         parts = [f"access token: {token}"]
         spec = _spec(obj)
-        for field in spec.secret_fields if spec else ():
-            parts.append(
-                f"{spec.field_labels[field]}: {'set' if getattr(obj, field) else 'not set'}"
-            )
+        if spec:
+            for field in spec.secret_fields:
+                parts.append(
+                    f"{spec.field_labels[field]}: {'set' if getattr(obj, field) else 'not set'}"
+                )
         return "; ".join(parts)
 
     @admin.display(description="Token valid for")

@@ -46,7 +46,7 @@ def sync_client() -> redis.Redis:
             settings.REDIS_URL,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
             retry_on_error=_RETRY_ON,
-            **client_options(),  # type: ignore[arg-type]
+            **client_options(),
         )
     return _sync_client
 

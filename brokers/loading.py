@@ -109,7 +109,7 @@ class CountingReader(io.RawIOBase):
 
 def counting(raw: BinaryIO, on_read: Callable[[int], None]) -> BinaryIO:
     """Return a buffered binary stream over ``raw`` that calls ``on_read(n)`` per read."""
-    return io.BufferedReader(CountingReader(raw, on_read), buffer_size=256 * 1024)  # type: ignore[return-value]
+    return io.BufferedReader(CountingReader(raw, on_read), buffer_size=256 * 1024)
 
 
 def _batches(records: Iterator[InstrumentRecord], size: int) -> Iterator[list[InstrumentRecord]]:

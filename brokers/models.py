@@ -47,8 +47,8 @@ class BrokerAccount(models.Model):
     client_id = models.CharField(
         max_length=128, blank=True, help_text="DhanHQ client id, or the Upstox API key."
     )
-    access_token = EncryptedSecretField()
-    api_secret = EncryptedSecretField(help_text="Upstox API secret (unused for DhanHQ).")
+    access_token: Secret = EncryptedSecretField()
+    api_secret: Secret = EncryptedSecretField(help_text="Upstox API secret (unused for DhanHQ).")
     token_expires_at = models.DateTimeField(null=True, blank=True)
     upstox_user_id = models.CharField(
         max_length=64,
@@ -117,7 +117,7 @@ class BrokerAccount(models.Model):
     def set_access_token(self, token: str, *, expires_at: object = None) -> None:
         """Store a new access token (not saved): resets a token-related failed status."""
         self.access_token = Secret(token)
-        self.token_expires_at = expires_at  # type: ignore[assignment]
+        self.token_expires_at = expires_at
         if token:
             if self.status in {
                 AccountStatus.TOKEN_MISSING,

@@ -105,7 +105,14 @@ def token_check(name: str, *, now: datetime | None = None) -> Verdict:
             f"({label} tokens {spec.token.lifetime}): an admin must "
             f"{spec.token.how_to_replace(admin=ADMIN, name=name)}."
         )
-        return _record(name, token, now, False, status=AccountStatus.TOKEN_EXPIRED, error=message)
+        return _record(
+            name,
+            token,
+            now,
+            False,
+            status=AccountStatus.TOKEN_EXPIRED,  # type: ignore[arg-type]  # a TextChoices member is a str
+            error=message,
+        )
     margin = timedelta(hours=settings.DHAN_RENEW_MARGIN_HOURS)
     try:
         probe = asyncio.run(_probe(account, margin=margin, now=now))
@@ -114,7 +121,14 @@ def token_check(name: str, *, now: datetime | None = None) -> Verdict:
             message = f"The {label} token check failed, retried at the next check: {exc}"
             return _record(name, token, now, False, error=message)
         status = account_status_for(exc) or AccountStatus.ERROR
-        return _record(name, token, now, False, status=status, error=str(exc))
+        return _record(
+            name,
+            token,
+            now,
+            False,
+            status=status,  # type: ignore[arg-type]  # a TextChoices member is a str
+            error=str(exc),
+        )
     if probe.renewed is not None:
         return _renewed(name, label, token, probe.renewed, now)
     expires = probe.validity or account.token_expires_at
@@ -129,8 +143,16 @@ def token_check(name: str, *, now: datetime | None = None) -> Verdict:
     else:
         until = f", valid until {_ist(expires)}" if expires else ""
         status, error, line = AccountStatus.OK, "", f"{name}: {label} token accepted{until}"
-    return _record(name, token, now, status == AccountStatus.OK, status=status, error=error,
-                   line=line, token_expires_at=expires)  # fmt: skip
+    return _record(
+        name,
+        token,
+        now,
+        status == AccountStatus.OK,
+        status=status,  # type: ignore[arg-type]  # a TextChoices member is a str
+        error=error,
+        line=line,
+        token_expires_at=expires,
+    )
 
 
 async def _probe(account: BrokerAccount, *, margin: timedelta, now: datetime) -> Probe:
@@ -161,7 +183,14 @@ def _missing(name: str, message: str, now: datetime) -> Verdict:
     if account is None or not account.enabled:  # nothing to record on it
         return Verdict(False, f"{name}: {message}")
     status = AccountStatus.TOKEN_MISSING if not account.has_token else AccountStatus.ERROR
-    return _record(name, account.access_token, now, False, status=status, error=message)
+    return _record(
+        name,
+        account.access_token,
+        now,
+        False,
+        status=status,  # type: ignore[arg-type]  # a TextChoices member is a str
+        error=message,
+    )
 
 
 def _renewed(name: str, label: str, old: Secret, token: RenewedToken, now: datetime) -> Verdict:

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from .exceptions import BrokerError, LoginError, NotifierRefused
 from .models import AccountStatus, BrokerAccount, BrokerKind
-from .upstox.answers import UpstoxTokenRequest, parse_notifier_payload
+from .upstox.answers import UpstoxToken, UpstoxTokenRequest, parse_notifier_payload
 from .upstox.rest import UpstoxRestClient
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def complete_login(
     return account
 
 
-async def _exchange(account: BrokerAccount, code: str):  # type: ignore[no-untyped-def]
+async def _exchange(account: BrokerAccount, code: str) -> UpstoxToken:
     async with _client(account) as client:
         return await client.exchange_code(
             code=code,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, TypeVar
 
 from brokers.dhan.segments import SEGMENT_BY_BYTE
 from brokers.exceptions import CodecError
@@ -99,9 +99,10 @@ if Tick._fields != _TICK_FIELDS:  # pragma: no cover - guards against a ticks.py
     raise RuntimeError("brokers.ticks.Tick changed shape: update the positional builders here")
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_V = TypeVar("_V")
 
 
-class _Memo(dict):  # type: ignore[type-arg]
+class _Memo(dict[int, _V]):
     """A dict that computes a missing key with ``make``; emptied when it reaches ``limit``.
 
     A hit is one C-level dict lookup. Under the GIL a race costs at most a recomputation.
@@ -109,12 +110,12 @@ class _Memo(dict):  # type: ignore[type-arg]
 
     __slots__ = ("limit", "make")
 
-    def __init__(self, make: Callable[[int], object], limit: int) -> None:
+    def __init__(self, make: Callable[[int], _V], limit: int) -> None:
         super().__init__()
         self.make = make
         self.limit = limit
 
-    def __missing__(self, key: int) -> object:
+    def __missing__(self, key: int) -> _V:
         if len(self) >= self.limit:
             self.clear()
         value = self[key] = self.make(key)
@@ -137,12 +138,12 @@ def ist_epoch_to_utc(ltt: int) -> datetime | None:
 
     0 means "no time" and returns None. Results are cached (bounded).
     """
-    return _times[ltt]  # type: ignore[no-any-return]
+    return _times[ltt]
 
 
 def _error(message: str, offset: int, code: int | None, length: int | None) -> CodecError:
     err = CodecError(message, offset=offset, code=code, length=length)
-    err.events = []  # type: ignore[attr-defined]  # decode_frame fills in what came before
+    err.events = []  # decode_frame fills in what came before
     return err
 
 
@@ -343,7 +344,7 @@ def decode_frame_counted(frame: Buffer) -> tuple[list[Event], int]:
             events.append(_DECODER_BY_CODE[code](frame, off))  # type: ignore[misc]
             off += size
     except CodecError as err:
-        err.events = events  # type: ignore[attr-defined]
+        err.events = list(events)
         raise
     return events, ignored
 
@@ -374,7 +375,7 @@ class DhanFeedDecoder:
             events, ignored = decode_frame_counted(frame)
         except CodecError as err:
             self.errors += 1
-            self.packets += len(err.events)  # type: ignore[attr-defined]
+            self.packets += len(err.events)
             raise
         self.packets += len(events)
         self.ignored += ignored

@@ -231,12 +231,9 @@ class DhanRestClient:
         """
         if isinstance(expiry, datetime) or not isinstance(expiry, date):
             raise ValueError(f"expiry must be a date, got {type(expiry).__name__}")
-        body = {
-            "UnderlyingScrip": _scrip(underlying_scrip),
-            "UnderlyingSeg": _seg(underlying_seg),
-            "Expiry": expiry.isoformat(),
-        }
-        key = ("optionchain", body["UnderlyingScrip"], body["UnderlyingSeg"], body["Expiry"])
+        scrip, seg = _scrip(underlying_scrip), _seg(underlying_seg)
+        body = {"UnderlyingScrip": scrip, "UnderlyingSeg": seg, "Expiry": expiry.isoformat()}
+        key = ("optionchain", scrip, seg, body["Expiry"])
 
         async def call() -> DhanOptionChain:
             answer = await self._post("/v2/optionchain", body, limiter=self._chain)
@@ -244,8 +241,8 @@ class DhanRestClient:
                 "option chain",
                 partial(
                     parse_option_chain,
-                    underlying_scrip=body["UnderlyingScrip"],
-                    underlying_seg=body["UnderlyingSeg"],
+                    underlying_scrip=scrip,
+                    underlying_seg=seg,
                     expiry=expiry,
                 ),
                 answer,

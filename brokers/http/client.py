@@ -138,9 +138,9 @@ class JsonHttpClient:
                 method, path, json=json, data=data, headers=headers, timeout=self.timeout
             )
         except httpx.TransportError as exc:
-            error = transport_error(exc, broker=self.broker, label=self.label, scrub=self.redact)
+            failed = transport_error(exc, broker=self.broker, label=self.label, scrub=self.redact)
             unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-            return _Failure(error, unsent=unsent, retry_after=None)
+            return _Failure(failed, unsent=unsent, retry_after=None)
         status = response.status_code
         try:
             body: Any = response.json()

@@ -123,7 +123,10 @@ def malformed_frames(sim: Simulator, broker: str, kind: str, count: int) -> list
         )
         frame = good[: len(good) // 2]
     elif kind == "unknown_code":
-        frame = pb.FeedResponse(type=7, currentTs=int(now.timestamp() * 1000)).SerializeToString()
+        frame = pb.FeedResponse(
+            type=7,  # type: ignore[arg-type]  # unknown on purpose; the stub admits known types
+            currentTs=int(now.timestamp() * 1000),
+        ).SerializeToString()
     else:
         frame = b"\x12\xff\xff\xff\xff\x0f\x08"  # field 2 claims more bytes than follow
     return [frame] * count
@@ -223,9 +226,8 @@ async def _rest_error(sim: Simulator, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _market(sim: Simulator, body: dict[str, Any]) -> dict[str, Any]:
-    status = {"open": "NORMAL_OPEN", "closed": "NORMAL_CLOSE"}.get(
-        body.get("status"), body.get("status")
-    )  # type: ignore[arg-type]
+    requested: Any = body.get("status")  # any JSON value: checked below
+    status = {"open": "NORMAL_OPEN", "closed": "NORMAL_CLOSE"}.get(requested, requested)
     if status not in MARKET_STATUSES:
         raise BadRequest(f"status must be 'open', 'closed' or one of {', '.join(MARKET_STATUSES)}")
     sim.faults.market_status = status

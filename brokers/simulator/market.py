@@ -369,7 +369,7 @@ class Tape:
         """The next ``steps`` events, the i-th stamped ``first + i·step_seconds``."""
         ticks, size, position = self.ticks, len(self.ticks), self.position
         new = tuple.__new__
-        out = []
+        out: list[SimTick] = []
         append = out.append
         for i in range(steps):
             tick = ticks[position]

@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from brokers.exceptions import CodecError
@@ -73,7 +73,7 @@ _KINDS = (FrameKind.SNAPSHOT, FrameKind.LIVE_FEED, FrameKind.MARKET_INFO)  # ind
 _STATUS_NAMES = tuple(pb.MarketStatus.Name(v) for v in range(len(pb.MarketStatus.keys())))
 
 
-class Frame(list):  # type: ignore[type-arg]  # list[Tick | MarketStatus]
+class Frame(list[Tick | MarketStatus]):
     """The events of one frame, in order: ``MarketStatus`` per segment, then one ``Tick`` per feed.
 
     A plain list of events (equality compares the events only) with two attributes:
@@ -150,13 +150,13 @@ def _whole(value: float) -> int:
 
 def _ltpc_tick(segment: str, key: str, lt: pb.LTPC) -> Tick:
     """Build the Tick of an ltpc-mode feed."""
-    ltp = lt.ltp
+    ltp: float | None = lt.ltp
     if not ltp and not lt.HasField("ltp"):
         ltp = None
-    ltq = lt.ltq
+    ltq: int | None = lt.ltq
     if not ltq and not lt.HasField("ltq"):
         ltq = None
-    cp = lt.cp
+    cp: float | None = lt.cp
     if not cp and not lt.HasField("cp"):
         cp = None
     return tuple.__new__(
@@ -170,7 +170,7 @@ def _ltpc_tick(segment: str, key: str, lt: pb.LTPC) -> Tick:
 def _greeks_tick(segment: str, key: str, m: pb.FirstLevelWithGreeks) -> Tick:
     """Build the Tick of an option_greeks-mode feed (the hot path of an option chain)."""
     lt = m.ltpc
-    ltp = lt.ltp
+    ltp: float | None = lt.ltp
     if not ltp and not lt.HasField("ltp"):
         ltp = None
     ltt = lt.ltt
@@ -182,42 +182,42 @@ def _greeks_tick(segment: str, key: str, m: pb.FirstLevelWithGreeks) -> Tick:
         exchange_time = base + _MILLIS[milli]
     else:
         exchange_time = None
-    ltq = lt.ltq
+    ltq: int | None = lt.ltq
     if not ltq and not lt.HasField("ltq"):
         ltq = None
-    cp = lt.cp
+    cp: float | None = lt.cp
     if not cp and not lt.HasField("cp"):
         cp = None
     q = m.firstDepth
-    bid_qty = q.bidQ
+    bid_qty: int | None = q.bidQ
     if not bid_qty and not q.HasField("bidQ"):
         bid_qty = None
-    bid = q.bidP
+    bid: float | None = q.bidP
     if not bid and not q.HasField("bidP"):
         bid = None
-    ask_qty = q.askQ
+    ask_qty: int | None = q.askQ
     if not ask_qty and not q.HasField("askQ"):
         ask_qty = None
-    ask = q.askP
+    ask: float | None = q.askP
     if not ask and not q.HasField("askP"):
         ask = None
     g = m.optionGreeks
-    delta = g.delta
+    delta: float | None = g.delta
     if not delta and not g.HasField("delta"):
         delta = None
-    theta = g.theta
+    theta: float | None = g.theta
     if not theta and not g.HasField("theta"):
         theta = None
-    gamma = g.gamma
+    gamma: float | None = g.gamma
     if not gamma and not g.HasField("gamma"):
         gamma = None
-    vega = g.vega
+    vega: float | None = g.vega
     if not vega and not g.HasField("vega"):
         vega = None
-    vtt = m.vtt
+    vtt: int | None = m.vtt
     if not vtt and not m.HasField("vtt"):
         vtt = None
-    oi = m.oi
+    oi: float | None = m.oi
     if oi:
         count = int(oi)  # ValueError/OverflowError for nan/inf
         if count != oi:
@@ -227,7 +227,7 @@ def _greeks_tick(segment: str, key: str, m: pb.FirstLevelWithGreeks) -> Tick:
         oi = 0
     else:
         oi = None
-    iv = m.iv
+    iv: float | None = m.iv
     if not iv and not m.HasField("iv"):
         iv = None
     return tuple.__new__(
@@ -238,21 +238,23 @@ def _greeks_tick(segment: str, key: str, m: pb.FirstLevelWithGreeks) -> Tick:
     )  # fmt: skip
 
 
-def _opt(m: object, name: str) -> object:
+def _opt(m: Message, name: str) -> float | None:
     """Return optional scalar ``name`` of message ``m``, or None when the frame did not carry it."""
     value = getattr(m, name)
-    if not value and not m.HasField(name):  # type: ignore[attr-defined]
+    if not value and not m.HasField(name):
         return None
     return value
 
 
-def _count(m: object, name: str) -> int | None:
+def _count(m: Message, name: str) -> int | None:
     """Return a count the wire sends as a double (oi, tbq, tsq) as an int, or None if absent."""
     value = _opt(m, name)
-    return None if value is None else _whole(value)  # type: ignore[arg-type]
+    return None if value is None else _whole(value)
 
 
-def _day_ohlc(m: pb.MarketOHLC) -> tuple[object, object, object, object]:
+def _day_ohlc(
+    m: pb.MarketOHLC,
+) -> tuple[float | None, float | None, float | None, float | None]:
     """Return (open, high, low, close) of the "1d" interval; all None when there is none."""
     for bar in m.ohlc:
         if bar.interval == "1d":

@@ -54,7 +54,7 @@ class ClientRequest(NamedTuple):
 def _check_mode(mode: object) -> str:
     if mode not in MODES:
         raise ValueError(f"unknown Upstox feed mode {mode!r}; use one of {', '.join(MODES)}")
-    return mode  # type: ignore[return-value]
+    return mode
 
 
 def key_limit(mode: str, *, mixed_modes: bool = False) -> int:

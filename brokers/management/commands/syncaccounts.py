@@ -30,7 +30,7 @@ class EnvAccount:
 
 SOURCES = [
     EnvAccount(
-        kind=BrokerKind.DHAN,
+        kind=BrokerKind.DHAN,  # type: ignore[arg-type]  # a TextChoices member is a str
         name_var="DHAN_ACCOUNT_NAME",
         default_name="dhan",
         client_id_var="DHAN_CLIENT_ID",
@@ -39,7 +39,7 @@ SOURCES = [
         optional_note="",
     ),
     EnvAccount(
-        kind=BrokerKind.UPSTOX,
+        kind=BrokerKind.UPSTOX,  # type: ignore[arg-type]  # a TextChoices member is a str
         name_var="UPSTOX_ACCOUNT_NAME",
         default_name="upstox",
         client_id_var="UPSTOX_API_KEY",

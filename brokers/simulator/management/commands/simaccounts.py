@@ -58,7 +58,7 @@ class Command(BaseCommand):
         ws = "ws" + base[4:]
         dhan = self._account(
             "sim-dhan",
-            BrokerKind.DHAN,
+            BrokerKind.DHAN,  # type: ignore[arg-type]  # a TextChoices member is a str
             client_id=options["dhan_client_id"],
             token=options["dhan_token"],
             secret=None,
@@ -71,7 +71,7 @@ class Command(BaseCommand):
         )
         upstox = self._account(
             "sim-upstox",
-            BrokerKind.UPSTOX,
+            BrokerKind.UPSTOX,  # type: ignore[arg-type]  # a TextChoices member is a str
             client_id=options["upstox_api_key"],
             token=options["upstox_token"],
             secret=options["upstox_api_secret"],
