@@ -58,8 +58,8 @@ def status_page(request: HttpRequest) -> HttpResponse:
         status = selectors.system_status()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         logger.error("Status page: Redis does not answer: %s", exc)
-        context = {"code": STORE_UNAVAILABLE, "message": STORE_DOWN}
-        return render(request, "chains/unavailable.html", context, status=503)
+        unavailable = {"code": STORE_UNAVAILABLE, "message": STORE_DOWN}
+        return render(request, "chains/unavailable.html", unavailable, status=503)
     context = {
         "time": _local(status["time"]),
         "accounts": [

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import date
 
 from brokers.adapters import FeedAdapter, InstrumentRef
 from brokers.exceptions import BrokerError
@@ -22,7 +23,7 @@ async def fetch_spots(
 ) -> dict[str, float]:
     """The spot of every index whose plan has a strike window, by broker id; empty when the
     broker cannot say (the windows then follow every strike, which is logged)."""
-    wanted = {}
+    wanted: dict[InstrumentRef, date] = {}
     for plan in plans:
         if plan.window is not None:
             wanted.setdefault(plan.index, plan.expiry)  # plans are nearest expiry first

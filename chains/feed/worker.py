@@ -48,6 +48,7 @@ from brokers.ticks import Disconnect, MarketStatus, Tick
 
 from .. import store
 from ..book import ChainBook, FeedBook
+from ..contracts import StoredSnapshot
 from ..ownership import FeedLock
 from ..plan import ChainPlan, chain_plans
 from . import books
@@ -206,7 +207,7 @@ class FeedWorker:
         assert self.book is not None
         return await self.publisher.flush(self.book, now)
 
-    def _snapshot(self, chain: ChainBook) -> dict[str, Any]:
+    def _snapshot(self, chain: ChainBook) -> StoredSnapshot:
         return self.publisher.snapshot(chain)
 
     async def persist(self) -> None:

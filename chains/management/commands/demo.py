@@ -125,7 +125,9 @@ def wait_for_chain(underlying: str, *, timeout: float, say: Any) -> None:
     while time.monotonic() < deadline:
         for account in ("sim-dhan", "sim-upstox"):
             status = store.read_feed_status(account)
-            for chain in status["chains"] if status is not None else []:
+            if status is None:
+                continue
+            for chain in status["chains"]:
                 if chain["underlying"] == underlying:
                     if chain["ready"] and status["state"] in {"live", "quiet"}:
                         return
