@@ -45,9 +45,6 @@ from brokers.upstox.answers import (
     unwrap_data,
 )
 
-# Re-exported: callers of the notifier webhook import it from here too.
-from brokers.upstox.answers import parse_notifier_payload as parse_notifier_payload
-
 BROKER = "upstox"
 LABEL = "Upstox"
 _LOGIN_AGAIN = "log in again from admin → Broker accounts → Log in to Upstox"

@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 
 from brokers.dhan.codec import decode_frame
 from brokers.models import BrokerAccount, Instrument, TrackedChain
-from brokers.upstox.rest import parse_notifier_payload
+from brokers.upstox.answers import parse_notifier_payload
 from tests.brokers.factories import dhan_account, upstox_account
 from tests.sim_process import DEMO, start_simulator
 
