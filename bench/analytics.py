@@ -49,7 +49,8 @@ from vollib.helpers.exceptions import PriceIsAboveMaximum, PriceIsBelowIntrinsic
 from brokers.simulator.pricing import grid, smile_vol
 from brokers.ticks import Tick
 from chains import analytics, black76
-from chains.book import ChainBook, LegSpec
+from chains.book import ChainBook
+from chains.leg import LegSpec
 
 GOAL_MS = 2.0
 NOW = datetime(2026, 1, 5, 5, 0, tzinfo=UTC)  # Monday 10:30 IST
@@ -217,17 +218,19 @@ def flush_path(strikes: int, expiry: date, repeat: int) -> dict[str, Any]:
 def flush_parts(chain: ChainBook, years: float, repeat: int) -> dict[str, float] | None:
     """Where a flush goes: IV+greeks of every leg, OI statistics (PCR, max pain), leg dicts.
 
-    Uses the book's private steps; None when they were renamed (the total above still holds).
+    Uses the book's private steps and ``Leg.compute``; None when they were renamed (the total
+    above still holds).
     """
     try:
         legs = list(chain.legs.values())
-        compute, oi_stats, legs_dict = chain._compute_leg, chain._update_oi_stats, chain._legs_dict
+        oi_stats, legs_dict = chain._update_oi_stats, chain._legs_dict
     except AttributeError:
         return None
+    forward, rate = chain.forward, chain.rate
 
     def analytics_part() -> None:
         for leg in legs:
-            compute(leg, years)
+            leg.compute(forward=forward, years=years, rate=rate)
 
     return {
         "iv_greeks_buildup": timed(analytics_part, repeat)["median_ms"],

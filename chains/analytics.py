@@ -32,7 +32,7 @@ def years_to_expiry(expiry: date, now: datetime) -> float:
 
 
 def forward_from_parity(
-    pairs: Iterable[tuple[float, float, float]], *, years: float, rate: float = 0.0
+    pairs: Iterable[tuple[float, float | None, float | None]], *, years: float, rate: float = 0.0
 ) -> float | None:
     """The forward implied by put–call parity: F = K + (C − P)·e^{rT}, median over ``pairs``.
 

@@ -8,8 +8,9 @@ Rules (architecture.md, "Ticks that never reached the cache"):
 - analytics (forward, ATM, IV, greeks, PCR, max pain, build-up) are computed at flush time.
 
 A ``FeedBook`` routes ticks by instrument id to the chains of one feed worker; each
-``ChainBook`` owns one (underlying, expiry) chain and produces deltas and snapshots shaped like
-the JSON API's ``data``: their types, and the leg's JSON, are in ``chains.contracts``.
+``ChainBook`` owns one (underlying, expiry) chain of legs (``chains.leg``) and produces deltas
+and snapshots shaped like the JSON API's ``data``: their types, and the leg's JSON, are in
+``chains.contracts``.
 """
 
 from __future__ import annotations
@@ -17,78 +18,30 @@ from __future__ import annotations
 import itertools
 import secrets
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import TypedDict
 
 from brokers.ticks import Tick
 
-from . import analytics, black76
+from . import analytics
 from .contracts import Delta, Header, Snapshot, StoredSnapshot, Strikes, leg_json, round_finite
+from .leg import MARKET_FIELDS, TICK_FIELDS, TRADE_FIELDS, Leg, LegSpec
 
-# Tick fields a leg keeps (everything after broker/segment/instrument/exchange_time).
-TICK_FIELDS: tuple[str, ...] = Tick._fields[4:]
-TRADE_FIELDS = frozenset({"ltp", "ltq"})
-_MARKET_FIELDS = tuple(f for f in TICK_FIELDS if f not in {"depth"})
 FORWARD_PAIRS = 3  # strikes around the money used for the put-call-parity forward
 FULL_RECOMPUTE_MOVE = 0.0005  # forward move (fraction) after which every leg's greeks are redone
 
 
-@dataclass(frozen=True, slots=True)
-class LegSpec:
-    """Static facts of one contract of a chain."""
+class ChainStats(TypedDict):
+    """How populated a chain is (``ChainBook.stats``)."""
 
-    instrument: str
-    strike: float
-    option_type: str  # "CE" or "PE"
-
-
-class Leg:
-    """One contract's current state: market fields with carry-forward, plus analytics."""
-
-    __slots__ = (
-        *TICK_FIELDS,
-        "analytics_at",
-        "buildup",
-        "exchange_time",
-        "instrument",
-        "is_call",
-        "observed_at",
-        "option_type",
-        "our_delta",
-        "our_gamma",
-        "our_iv",
-        "our_theta",
-        "our_vega",
-        "strike",
-    )
-
-    def __init__(self, spec: LegSpec) -> None:
-        self.instrument = spec.instrument
-        self.strike = spec.strike
-        self.option_type = spec.option_type
-        self.is_call = spec.option_type == "CE"
-        for name in TICK_FIELDS:
-            setattr(self, name, None)
-        self.exchange_time: datetime | None = None
-        self.observed_at = 0.0
-        self.our_iv = self.our_delta = self.our_gamma = self.our_theta = self.our_vega = None
-        self.buildup: str | None = None
-        self.analytics_at = 0.0
-
-    @property
-    def priced(self) -> bool:
-        return self.ltp is not None or self.prev_close is not None  # type: ignore[attr-defined]
-
-    def premium(self) -> float | None:
-        """Last traded price: what IV is computed from (as NSE does)."""
-        return self.ltp  # type: ignore[attr-defined,no-any-return]
-
-    def mid(self) -> float | None:
-        bid, ask = self.bid_price, self.ask_price  # type: ignore[attr-defined]
-        if bid and ask and ask >= bid:
-            return 0.5 * (bid + ask)
-        return self.ltp  # type: ignore[attr-defined,no-any-return]
+    underlying: str
+    expiry: str  # YYYY-MM-DD
+    strikes: int
+    legs: int
+    legs_priced: int
+    spot: float | None
 
 
 class ChainBook:
@@ -203,7 +156,7 @@ class ChainBook:
         leg.observed_at = observed_at
         changed = False
         for name, value in fields.items():
-            if name not in _MARKET_FIELDS:
+            if name not in MARKET_FIELDS:
                 raise KeyError(f"unknown leg field {name!r}")
             if value is not None and getattr(leg, name) != value:
                 setattr(leg, name, value)
@@ -256,8 +209,9 @@ class ChainBook:
         recompute_all = self._forward_moved()
         targets = self.legs.values() if recompute_all else [self.legs[i] for i in self.dirty]
         changed = set(self.dirty)
+        forward, rate = self.forward, self.rate
         for leg in targets:
-            if self._compute_leg(leg, years):
+            if leg.compute(forward=forward, years=years, rate=rate):
                 changed.add(leg.instrument)
         if self.oi_dirty:
             self._update_oi_stats()
@@ -311,40 +265,12 @@ class ChainBook:
             return True
         return False
 
-    def _compute_leg(self, leg: Leg, years: float) -> bool:
-        """Recompute the leg's IV, greeks and build-up; True when any of them changed."""
-        before = (leg.our_iv, leg.our_delta, leg.buildup)
-        premium = leg.ltp  # type: ignore[attr-defined]  # Leg.premium(), inlined: hot path
-        solved = None
-        if premium is not None and self.forward is not None and years > 0:
-            solved = black76.implied_vol_and_greeks(
-                call=leg.is_call,
-                premium=premium,
-                forward=self.forward,
-                strike=leg.strike,
-                years=years,
-                rate=self.rate,
-                guess=leg.our_iv,
-            )
-        if solved is not None:
-            leg.our_iv, (leg.our_delta, leg.our_gamma, leg.our_theta, leg.our_vega) = solved
-        else:
-            leg.our_iv = leg.our_delta = leg.our_gamma = leg.our_theta = leg.our_vega = None
-        leg.buildup = analytics.buildup(
-            analytics.price_change(premium, leg.prev_close),  # type: ignore[attr-defined]
-            analytics.oi_change(leg.oi, leg.prev_oi),  # type: ignore[attr-defined]
-        )
-        return (leg.our_iv, leg.our_delta, leg.buildup) != before
-
     def _update_oi_stats(self) -> None:
         calls = [s.get("CE") for s in self.by_strike.values()]
         puts = [s.get("PE") for s in self.by_strike.values()]
-        pcr = analytics.pcr((p.oi for p in puts if p), (c.oi for c in calls if c))  # type: ignore[attr-defined]
+        pcr = analytics.pcr((p.oi for p in puts if p), (c.oi for c in calls if c))
         oi_by_strike = {
-            k: (
-                s["CE"].oi if "CE" in s else None,  # type: ignore[attr-defined]
-                s["PE"].oi if "PE" in s else None,  # type: ignore[attr-defined]
-            )
+            k: (s["CE"].oi if "CE" in s else None, s["PE"].oi if "PE" in s else None)
             for k, s in self.by_strike.items()
         }
         pain = analytics.max_pain(oi_by_strike)
@@ -384,7 +310,7 @@ class ChainBook:
             "strikes": self._legs_dict(self.legs.values()),
         }
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> ChainStats:
         """Population statistics: strikes, legs, legs priced, whether the spot is known."""
         priced = sum(1 for leg in self.legs.values() if leg.priced)
         return {
@@ -422,10 +348,7 @@ def _interval(strikes: list[float]) -> float | None:
     gaps = [b - a for a, b in itertools.pairwise(strikes) if b > a]
     if not gaps:
         return None
-    counts: dict[float, int] = {}
-    for gap in gaps:
-        counts[gap] = counts.get(gap, 0) + 1
-    return max(counts.items(), key=lambda item: (item[1], -item[0]))[0]
+    return max(Counter(gaps).items(), key=lambda item: (item[1], -item[0]))[0]
 
 
 class FeedBook:

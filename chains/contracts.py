@@ -33,13 +33,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, final
 
 from .exceptions import ContractError
 
 if TYPE_CHECKING:
-    from .book import Leg
     from .freshness import FreshnessJSON
+    from .leg import Leg
 
 # --- the records ---------------------------------------------------------------------------------
 
@@ -106,6 +106,7 @@ class StoredSnapshot(Snapshot):
     reason: str  # why (not) ready, in words
 
 
+@final  # nothing extends it: ``"strikes" in record`` tells a StoredSnapshot from it
 class SnapshotMeta(TypedDict):
     """The small record stored beside a snapshot, for readers that need no prices."""
 
@@ -219,10 +220,9 @@ def chain_delta_event(*, underlying: str, expiry: str, delta: Delta) -> ChainDel
 
 def leg_json(leg: Leg) -> LegJSON:
     """A leg as the API shows it (prices rounded to paise; None stays None)."""
-    ltp = leg.ltp  # type: ignore[attr-defined]
-    prev_close = leg.prev_close  # type: ignore[attr-defined]
-    oi, prev_oi = leg.oi, leg.prev_oi  # type: ignore[attr-defined]
-    iv = leg.our_iv
+    ltp, prev_close, oi, prev_oi = leg.ltp, leg.prev_close, leg.oi, leg.prev_oi
+    iv, delta, gamma = leg.our_iv, leg.our_delta, leg.our_gamma
+    theta, vega = leg.our_theta, leg.our_vega
     exchange_time = leg.exchange_time
     if exchange_time is None:
         stamp = None
@@ -236,20 +236,20 @@ def leg_json(leg: Leg) -> LegJSON:
         "instrument_id": leg.instrument,
         "ltp": _paise(ltp),
         "change": None if ltp is None or prev_close is None else _paise(ltp - prev_close),
-        "bid": _paise(leg.bid_price),  # type: ignore[attr-defined]
-        "ask": _paise(leg.ask_price),  # type: ignore[attr-defined]
-        "bid_qty": leg.bid_qty,  # type: ignore[attr-defined]
-        "ask_qty": leg.ask_qty,  # type: ignore[attr-defined]
-        "volume": leg.volume,  # type: ignore[attr-defined]
+        "bid": _paise(leg.bid_price),
+        "ask": _paise(leg.ask_price),
+        "bid_qty": leg.bid_qty,
+        "ask_qty": leg.ask_qty,
+        "volume": leg.volume,
         "oi": oi,
         "oi_change": None if oi is None or prev_oi is None else oi - prev_oi,
         "prev_close": _paise(prev_close),
         # IV and greeks are None together, finite floats otherwise (black76)
         "iv": None if iv is None else _fast_round(iv, 1e6, 6),
-        "delta": None if iv is None else _fast_round(leg.our_delta, 1e4, 4),  # type: ignore[arg-type]
-        "gamma": None if iv is None else _fast_round(leg.our_gamma, 1e6, 6),  # type: ignore[arg-type]
-        "theta": None if iv is None else _fast_round(leg.our_theta, 1e4, 4),  # type: ignore[arg-type]
-        "vega": None if iv is None else _fast_round(leg.our_vega, 1e4, 4),  # type: ignore[arg-type]
+        "delta": None if delta is None else _fast_round(delta, 1e4, 4),
+        "gamma": None if gamma is None else _fast_round(gamma, 1e6, 6),
+        "theta": None if theta is None else _fast_round(theta, 1e4, 4),
+        "vega": None if vega is None else _fast_round(vega, 1e4, 4),
         "buildup": leg.buildup,
         "exchange_time": stamp,
     }

@@ -17,7 +17,8 @@ from brokers.exceptions import FeedConfigError
 from brokers.exchange import IST, expiry_moment
 from brokers.models import BrokerAccount, Instrument, InstrumentKind, TrackedChain
 
-from .book import ChainBook, LegSpec
+from .book import ChainBook
+from .leg import LegSpec
 
 __all__ = [
     "ChainPlan",

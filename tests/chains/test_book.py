@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import get_type_hints
 
 import pytest
 
 from brokers.ticks import Tick
 from chains import black76
-from chains.book import ChainBook, FeedBook, LegSpec
+from chains.book import ChainBook, FeedBook
+from chains.leg import TICK_FIELDS, Leg, LegSpec
 
 EXPIRY = date(2026, 11, 24)
 NOW = datetime(2026, 11, 21, 5, 0, tzinfo=UTC)
@@ -198,3 +200,10 @@ def test_rest_row_with_unknown_field_is_a_bug():
 def test_chain_without_legs_is_refused():
     with pytest.raises(ValueError, match="no legs"):
         ChainBook(underlying="X", expiry=EXPIRY, index_instrument="1", legs=[], lot_size=1)
+
+
+def test_a_leg_declares_every_tick_field_as_the_tick_types_it():
+    leg, tick_types = get_type_hints(Leg), get_type_hints(Tick)
+    assert {name: leg.get(name) for name in TICK_FIELDS} == {
+        name: tick_types[name] for name in TICK_FIELDS
+    }
