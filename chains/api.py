@@ -174,7 +174,7 @@ def live(query: Mapping[str, str]) -> Answer:
     # Decide from the meta record (a few hundred bytes); a live answer's data bytes are cached.
     decided = selectors.chain_view(chain, expiry, with_data=False)
     if decided.ok and decided.data is not None:
-        meta: SnapshotMeta = decided.data  # type: ignore[assignment]  # read without data
+        meta: SnapshotMeta = decided.data  # read without data: the meta record
         data_json = _live_data(chain.underlying, expiry, version(meta))
         if data_json is not None:
             freshness = json.dumps(decided.freshness.to_json()).encode()

@@ -1,10 +1,11 @@
 """The status page (``/status/``) and its JSON twin (``/api/v2/status``).
 
-Both show ``selectors.system_status()``: accounts and their tokens, feed workers, chains and
-the periodic tasks' last outcomes. The page needs a login (redirect); the API answers 401 JSON
-to anonymous callers, never a redirect. While Redis (feeds, chains, counters) does not answer,
-the API answers 503 ``{"status": "error", "code": "store_unavailable", "message"}`` and the
-page says so with status 503; both recover by themselves when Redis answers again.
+Both show ``status_selectors.system_status()``: accounts and their tokens, feed workers,
+chains and the periodic tasks' last outcomes. The page needs a login (redirect); the API
+answers 401 JSON to anonymous callers, never a redirect. While Redis (feeds, chains, counters)
+does not answer, the API answers 503 ``{"status": "error", "code": "store_unavailable",
+"message"}`` and the page says so with status 503; both recover by themselves when Redis
+answers again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from . import selectors
+from . import status_selectors
 from .api import error, http_response
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def status_api(request: HttpRequest) -> HttpResponse:
             error(401, "unauthenticated", "Log in at /accounts/login/ to see the status.")
         )
     try:
-        status = selectors.system_status()
+        status = status_selectors.system_status()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         logger.error("Status API: Redis does not answer: %s", exc)
         return http_response(error(503, STORE_UNAVAILABLE, STORE_DOWN))
@@ -55,7 +56,7 @@ def status_api(request: HttpRequest) -> HttpResponse:
 @login_required
 def status_page(request: HttpRequest) -> HttpResponse:
     try:
-        status = selectors.system_status()
+        status = status_selectors.system_status()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         logger.error("Status page: Redis does not answer: %s", exc)
         unavailable = {"code": STORE_UNAVAILABLE, "message": STORE_DOWN}

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from brokers.dhan.codec import MARKET_STATUS_CHANGED
 from brokers.models import AccountStatus
-from chains import selectors, store
+from chains import status_selectors, store
 from chains.models import TaskOutcome
 from chains.outcomes import (
     CHECK_TOKENS,
@@ -20,7 +20,7 @@ from chains.outcomes import (
     REPOPULATE_FORCED,
     record_outcome,
 )
-from chains.selectors import NEVER_RUN
+from chains.status_selectors import NEVER_RUN
 from tests.brokers.factories import dhan_account, upstox_account
 from tests.chains.fixtures import EXPIRY, LATER, build_book, publish, tracked
 from tests.chains.test_freshness import feed_record, write_feed
@@ -255,7 +255,7 @@ def ran(name: str, at: datetime) -> None:
 def test_a_task_not_due_since_celery_started_says_when_it_is_due():
     # Worker and beat run (tokens were checked at 09:45); instruments refresh daily at 06:30.
     ran(CHECK_TOKENS, MONDAY_10 - timedelta(minutes=15))
-    tasks = {t["name"]: t for t in selectors.system_status(now=MONDAY_10)["tasks"]}
+    tasks = {t["name"]: t for t in status_selectors.system_status(now=MONDAY_10)["tasks"]}
     refresh = tasks[REFRESH_INSTRUMENTS]
     assert refresh["state"] == "not due yet"
     assert refresh["detail"] == "Not due yet — next at 06:30 IST on Tue 08 Jan."
@@ -266,14 +266,14 @@ def test_a_task_not_due_since_celery_started_says_when_it_is_due():
 
 def test_a_task_overdue_while_others_run_says_to_check_beat():
     ran(CHECK_TOKENS, MONDAY_10 - timedelta(minutes=15))
-    tasks = {t["name"]: t for t in selectors.system_status(now=MONDAY_10)["tasks"]}
+    tasks = {t["name"]: t for t in status_selectors.system_status(now=MONDAY_10)["tasks"]}
     repopulate = tasks[REPOPULATE]
     assert repopulate["state"] == "overdue"  # every minute from 09:00: due at 09:46
     assert repopulate["detail"].startswith("Never run, though due at 09:46 IST")
 
 
 def test_nothing_ever_run_says_start_celery():
-    tasks = selectors.system_status(now=MONDAY_10)["tasks"]
+    tasks = status_selectors.system_status(now=MONDAY_10)["tasks"]
     assert {t["state"] for t in tasks} == {"never run"}
     assert {t["detail"] for t in tasks} == {NEVER_RUN}
 
