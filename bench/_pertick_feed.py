@@ -38,7 +38,8 @@ from redis.exceptions import RedisError  # noqa: E402
 from brokers.exceptions import CodecError  # noqa: E402
 from brokers.ticks import Tick  # noqa: E402
 from chains import store  # noqa: E402
-from chains.feed.worker import FeedSettings, FeedWorker  # noqa: E402
+from chains.feed.settings import FeedSettings  # noqa: E402
+from chains.feed.worker import FeedWorker  # noqa: E402
 
 MAX_QUEUE = 100_000
 SNAPSHOT_EVERY = 0.25
@@ -91,7 +92,7 @@ class PerTickWorker(FeedWorker):
                     now = time.monotonic()
                     if now - self.snapshot_at.get(chain.key, 0.0) >= SNAPSHOT_EVERY:
                         self.snapshot_at[chain.key] = now
-                        await store.write_snapshot(self.redis, self._snapshot(chain))
+                        await store.write_snapshot(self.redis, self.publisher.snapshot(chain))
                     await self.layer.group_send(
                         store.group_name(chain.underlying, chain.expiry),
                         {"type": "chain.delta", "underlying": chain.underlying,

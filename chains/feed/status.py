@@ -10,14 +10,18 @@ lock when it wrote.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypedDict
 
+from ..book import ChainBook, ChainStats, FeedBook
 from ..contracts import require_keys
 from ..exceptions import ContractError
+
+logger = logging.getLogger(__name__)
 
 # What the worker is doing (``FeedStatus.state``).
 STARTING = "starting"
@@ -36,14 +40,10 @@ STATES = (STARTING, STANDBY, PREPARING, CONNECTING, LIVE, QUIET, BACKOFF, TOKEN_
           STORE_UNAVAILABLE, STOPPING, STOPPED)  # fmt: skip
 
 
-class ChainStatus(TypedDict):
-    """One chain the worker follows, in its status record (``FeedStatus.chains``)."""
+class ChainStatus(ChainStats):
+    """One chain the worker follows, in its status record (``FeedStatus.chains``): how
+    populated it is (``ChainBook.stats``), whether it is ready and why, and its version."""
 
-    underlying: str
-    expiry: str
-    legs: int
-    legs_priced: int
-    spot: float | None
     ready: bool
     reason: str
     seq: int
@@ -144,31 +144,63 @@ class Counters:
         return self.ticks_per_second
 
 
+@dataclass
+class StoreTrouble:
+    """A worker's Redis failures: each counted (``Counters.store_errors``), and one outage
+    logged once — its first failure as an error, its end as a warning."""
+
+    account: str
+    counters: Counters
+    failing: bool = False  # a failure was logged and not yet its recovery
+
+    def failed(self, what: str, exc: Exception) -> None:
+        """Count a failure of ``what`` ("Writing the feed status of"); log the first."""
+        self.counters.store_errors += 1
+        if not self.failing:
+            self.failing = True
+            logger.error("%s %s failed: %s (Redis; retrying)", what, self.account, exc)
+
+    def recovered(self) -> bool:
+        """Redis answered: True (logged) when that ends an outage — what a restarted Redis
+        lost must then be written again; False when there was none."""
+        if not self.failing:
+            return False
+        self.failing = False
+        logger.warning("Redis answers again for the feed of %s", self.account)
+        return True
+
+
 def iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat() if epoch else None
+
+
+def chain_status(chain: ChainBook) -> ChainStatus:
+    """``chain``'s entry in the status record."""
+    ready, reason = chain.readiness()
+    as_of = chain.as_of.isoformat() if chain.as_of else None
+    return {**chain.stats(), "ready": ready, "reason": reason, "seq": chain.seq, "as_of": as_of}
 
 
 def feed_status(
     *,
     account: str,
     broker: str | None,
-    state: str,
-    error: str,
+    health: Health,
     counters: Counters,
     heartbeat_seconds: float,
     lock_held: bool,
-    retry_at: float | None,
-    unrouted: int,
+    book: FeedBook | None,
     market: dict[str, str],
-    chains: list[ChainStatus],
 ) -> FeedStatus:
-    """The record for this moment (``updated_at`` now)."""
+    """The record for this moment (``updated_at`` now) of a worker doing ``health`` with
+    ``book`` (None before its books are built)."""
     c, now = counters, time.time()
+    retry_at = health.retry_at if health.state == BACKOFF else None
     return {
         "account": account,
         "broker": broker,
-        "state": state,
-        "error": error,
+        "state": health.state,
+        "error": health.error,
         "pid": os.getpid(),
         "updated_at": iso(now) or "",
         "heartbeat_seconds": heartbeat_seconds,
@@ -181,7 +213,7 @@ def feed_status(
         "ticks_per_second": round(c.tick_rate(), 1),
         "frames": c.frames,
         "ticks": c.ticks,
-        "unrouted": unrouted,
+        "unrouted": book.ticks_unrouted if book else 0,
         "reconnects": c.reconnects,
         "crashes": c.crashes,
         "decode_errors": c.decode_errors,
@@ -190,5 +222,5 @@ def feed_status(
         "deltas": c.deltas,
         "rest_legs": c.rest_legs,
         "market": dict(market),
-        "chains": chains,
+        "chains": [chain_status(chain) for chain in book.chains.values()] if book else [],
     }

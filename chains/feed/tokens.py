@@ -21,7 +21,9 @@ from redis.exceptions import RedisError
 from brokers.accounts import account_config, mark_account
 from brokers.adapters import AccountConfig, FeedAdapter, account_status_for, adapter_for
 from brokers.exceptions import BrokerError, FeedConfigError
+from brokers.registry import get_spec
 from brokers.signals import ACCOUNT_SAVED
+from brokers.ticks import Disconnect
 
 from .settings import FeedSettings
 from .status import TOKEN_WAIT, Health
@@ -40,6 +42,18 @@ class PermanentFeedError(Exception):
 def status_for(exc: BrokerError) -> str:
     """The account status a permanent broker refusal means."""
     return account_status_for(exc) or "auth_failed"
+
+
+def on_disconnect(event: Disconnect) -> None:
+    """A close the broker announced: PermanentFeedError (with the account status it means and
+    what to do) when only a person can cure it; else logged, and the connection loop
+    reconnects."""
+    spec = get_spec(event.broker)
+    status = spec.disconnect_status(event.reason_code)
+    text = f"{spec.label} closed the feed: {event.reason} (code {event.reason_code})"
+    if status is not None:
+        raise PermanentFeedError(text + what_to_do(status), status=status)
+    logger.warning("%s; reconnecting", text)
 
 
 def what_to_do(status: str) -> str:

@@ -4,7 +4,8 @@ A supervisor of small parts, each testable on its own:
 
 - ``session.FeedSession`` — one broker connection: open, subscribe, receive, liveness;
 - ``publisher.Publisher`` — snapshots, deltas and database copies, fenced by the lock;
-- ``status`` — what the worker is doing and counts, published as the feed status record;
+- ``status`` — what the worker is doing, its counts and Redis trouble, published as the feed
+  status record;
 - ``tokens.TokenLifecycle`` — the account's settings and adapter, refusals, new tokens;
 - ``chains.ownership.FeedLock`` — the one-writer rule.
 
@@ -43,21 +44,17 @@ from redis.exceptions import RedisError
 
 from brokers.adapters import AccountConfig, FeedAdapter, InstrumentRef
 from brokers.exceptions import CodecError
-from brokers.registry import get_spec
 from brokers.ticks import Disconnect, MarketStatus, Tick
 
 from .. import store
-from ..book import ChainBook, FeedBook
-from ..contracts import StoredSnapshot
+from ..book import FeedBook
 from ..ownership import FeedLock
 from ..plan import ChainPlan, chain_plans
 from . import books
 from .connection import Connection
 from .publisher import LockLost, Publisher
-from .session import Stale
 from .settings import FeedSettings
 from .status import (
-    BACKOFF,
     ERROR,
     PREPARING,
     STANDBY,
@@ -67,20 +64,11 @@ from .status import (
     Counters,
     FeedStatus,
     Health,
+    StoreTrouble,
     feed_status,
 )
-from .supervision import TaskDied, guarded, primary
-from .tokens import PermanentFeedError, TokenLifecycle, running, wait, what_to_do
-
-__all__ = [
-    "FeedSettings",
-    "FeedWorker",
-    "LockLost",
-    "PermanentFeedError",
-    "Stale",
-    "TaskDied",
-    "guarded",
-]
+from .supervision import guarded, primary
+from .tokens import TokenLifecycle, on_disconnect, running, wait
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +106,7 @@ class FeedWorker:
             health=self.health, handle=self.handle_frame,
         )  # fmt: skip
         self.tokens.on_new_token = self.connection.switch_token
-        self._redis_trouble = False  # a Redis failure was logged and not yet its recovery
+        self.store_trouble = StoreTrouble(account, self.counters)
 
     # --- the parts' state, as one worker -----------------------------------------------------
 
@@ -188,27 +176,16 @@ class FeedWorker:
             elif isinstance(event, MarketStatus):
                 self.market[event.segment] = event.status
             elif isinstance(event, Disconnect):
-                self._on_disconnect(event)
+                on_disconnect(event)
         if ticks:
             counters.ticks += ticks
             counters.last_tick_at = received_at
-
-    def _on_disconnect(self, event: Disconnect) -> None:
-        spec = get_spec(event.broker)
-        status = spec.disconnect_status(event.reason_code)
-        text = f"{spec.label} closed the feed: {event.reason} (code {event.reason_code})"
-        if status is not None:
-            raise PermanentFeedError(text + what_to_do(status), status=status)
-        logger.warning("%s; reconnecting", text)
 
     async def flush(self, now: datetime | None = None) -> int:
         """Flush the book: write snapshots, publish deltas. Returns the number of deltas.
         Raises LockLost when the lock is not this worker's."""
         assert self.book is not None
         return await self.publisher.flush(self.book, now)
-
-    def _snapshot(self, chain: ChainBook) -> StoredSnapshot:
-        return self.publisher.snapshot(chain)
 
     async def persist(self) -> None:
         """Save every chain's snapshot to the database (the last-known fallback)."""
@@ -221,30 +198,19 @@ class FeedWorker:
         try:
             return await self.publisher.apply_rest_chains(self.book)
         except RedisError as exc:
-            self._store_trouble("Reading the REST chains handed to", exc)
+            self.store_trouble.failed("Reading the REST chains handed to", exc)
             return 0
 
     def status(self) -> FeedStatus:
-        chains = []
-        for chain in self.book.chains.values() if self.book else []:
-            ready, reason = chain.readiness()
-            as_of = chain.as_of.isoformat() if chain.as_of else None
-            chains.append(
-                {**chain.stats(), "ready": ready, "reason": reason, "seq": chain.seq,
-                 "as_of": as_of}
-            )  # fmt: skip
         return feed_status(
             account=self.account,
             broker=self.config.kind if self.config else None,
-            state=self.health.state,
-            error=self.health.error,
+            health=self.health,
             counters=self.counters,
             heartbeat_seconds=self.settings.status_interval,
             lock_held=self.lock.held(),
-            retry_at=self.health.retry_at if self.health.state == BACKOFF else None,
-            unrouted=self.book.ticks_unrouted if self.book else 0,
+            book=self.book,
             market=self.market,
-            chains=chains,
         )
 
     async def write_status(self) -> bool:
@@ -254,7 +220,7 @@ class FeedWorker:
         try:
             written = await self.lock.write_if_held([item], or_free=True)
         except RedisError as exc:
-            self._store_trouble("Writing the feed status of", exc)
+            self.store_trouble.failed("Writing the feed status of", exc)
             return False
         self._store_recovered()
         return written
@@ -314,7 +280,7 @@ class FeedWorker:
                     said = True
                 self.health.set(STANDBY)
             except RedisError as exc:
-                self._store_trouble("Taking the feed lock of", exc)
+                self.store_trouble.failed("Taking the feed lock of", exc)
                 self.health.set(STORE_UNAVAILABLE, f"Redis does not answer ({exc}): waiting for it")
                 delay = self.settings.lock_poll
             if await wait(stop, delay):
@@ -359,7 +325,7 @@ class FeedWorker:
                         f"Redis did not answer before the feed lock of {self.account} could "
                         f"expire ({type(exc).__name__}: {exc})"
                     ) from exc
-                self._store_trouble("Renewing the feed lock of", exc)
+                self.store_trouble.failed("Renewing the feed lock of", exc)
             else:
                 if not renewed:
                     raise LockLost(f"another worker holds the feed lock of {self.account}")
@@ -418,20 +384,10 @@ class FeedWorker:
             logger.error("Renewing the feed lock of %s to leave failed: %s", self.account, exc)
             return False
 
-    # --- the connection loop -------------------------------------------------------------------
-
-    # --- Redis trouble, said once per outage ---------------------------------------------------
-
-    def _store_trouble(self, what: str, exc: Exception) -> None:
-        self.counters.store_errors += 1
-        if not self._redis_trouble:
-            self._redis_trouble = True
-            logger.error("%s %s failed: %s (Redis; retrying)", what, self.account, exc)
+    # --- after Redis trouble -------------------------------------------------------------------
 
     def _store_recovered(self) -> None:
-        if self._redis_trouble:
-            self._redis_trouble = False
-            logger.warning("Redis answers again for the feed of %s", self.account)
+        if self.store_trouble.recovered():
             self._republish_all()
 
     def _republish_all(self) -> None:

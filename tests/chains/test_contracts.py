@@ -219,8 +219,9 @@ def test_a_renamed_feed_status_key_names_both_names():
 
 
 def test_a_feed_status_chain_without_a_required_key_is_refused_naming_it():
-    chain = {"underlying": "NIFTY", "expiry": "2026-11-24", "legs": 6, "legs_priced": 6,
-             "spot": None, "ready": False, "why": "no spot", "seq": 0, "as_of": None}  # fmt: skip
+    chain = {"underlying": "NIFTY", "expiry": "2026-11-24", "strikes": 3, "legs": 6,
+             "legs_priced": 6, "spot": None, "ready": False, "why": "no spot", "seq": 0,
+             "as_of": None}  # fmt: skip
     pattern = "feed status record of main, a chain in it, lacks 'reason' and has 'why' instead"
     with pytest.raises(ContractError, match=pattern):
         parse_feed_status(feed_record(chains=[chain]))

@@ -15,7 +15,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from brokers.accounts import account_config, enabled_account_names
 from brokers.exceptions import FeedConfigError
 from chains import store
-from chains.feed.worker import FeedSettings, FeedWorker
+from chains.feed.settings import FeedSettings
+from chains.feed.worker import FeedWorker
 from chains.plan import chain_plans
 
 logger = logging.getLogger(__name__)

@@ -145,7 +145,8 @@ def test_a_task_that_dies_is_logged_shown_and_its_holding_restarted(wired, caplo
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
-    from chains.feed.worker import FeedSettings, FeedWorker
+    from chains.feed.settings import FeedSettings
+    from chains.feed.worker import FeedWorker
 
     seen: list[dict[str, Any]] = []
 

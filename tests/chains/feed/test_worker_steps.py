@@ -16,7 +16,8 @@ from brokers.exceptions import FeedConfigError
 from brokers.models import AccountStatus, Instrument
 from chains import store
 from chains.feed.session import FeedSession
-from chains.feed.worker import FeedWorker, PermanentFeedError
+from chains.feed.tokens import PermanentFeedError
+from chains.feed.worker import FeedWorker
 from chains.models import ChainSnapshot
 from tests.brokers.factories import dhan_account
 from tests.chains.fixtures import EXPIRY, tracked
