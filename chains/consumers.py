@@ -284,8 +284,9 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
         if seq <= self.seq:
             return  # already in the snapshot this client has
         if seq != self.seq + 1:
-            with contextlib.suppress(RedisError):  # the counter is diagnostics only
-                await store.count_channel_gap(self.redis)
+            if self.redis is not None:  # None: a client refused during setup, being closed
+                with contextlib.suppress(RedisError):  # the counter is diagnostics only
+                    await store.count_channel_gap(self.redis)
             await self._resync()
             return
         self.seq, self.as_of = seq, delta["as_of"]

@@ -204,7 +204,9 @@ class FeedLock:
 
     async def holder(self) -> str | None:
         value = await self.client.get(self.key)
-        return value.decode() if value else None
+        if not value:
+            return None
+        return value.decode() if isinstance(value, bytes) else value
 
 
 # --- 3: REST chains handed to the holder --------------------------------------------------------

@@ -29,7 +29,7 @@ def indian(value: float | int | None) -> str:
     if len(digits) <= 3:
         return sign + digits
     head, tail = digits[:-3], digits[-3:]
-    groups = []
+    groups: list[str] = []
     while len(head) > 2:
         groups.insert(0, head[-2:])
         head = head[:-2]
@@ -154,7 +154,7 @@ def build(data: ApiData, *, window: int | None, now: datetime) -> ChainPage:
             leg = legs.get(side)  # a side may be unlisted
             if leg is not None:
                 for name in ("oi", "oi_change", "volume"):
-                    totals[side][name] += leg[name] or 0  # type: ignore[literal-required]
+                    totals[side][name] += leg[name] or 0
         rows.append(
             Row(
                 strike=strike,
