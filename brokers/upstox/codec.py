@@ -117,10 +117,7 @@ def epoch_ms_to_datetime(ms: int) -> datetime | None:
     if not ms:
         return None
     sec, milli = divmod(ms, 1000)
-    base = _SECONDS.get(sec)
-    if base is None:
-        base = _second(sec)
-    return base + _MILLIS[milli]
+    return (_SECONDS.get(sec) or _second(sec)) + _MILLIS[milli]  # a datetime is never falsy
 
 
 def _segment(key: str) -> str:
@@ -252,9 +249,7 @@ def _count(m: Message, name: str) -> int | None:
     return None if value is None else _whole(value)
 
 
-def _day_ohlc(
-    m: pb.MarketOHLC,
-) -> tuple[float | None, float | None, float | None, float | None]:
+def _day_ohlc(m: pb.MarketOHLC) -> tuple[float | None, float | None, float | None, float | None]:
     """Return (open, high, low, close) of the "1d" interval; all None when there is none."""
     for bar in m.ohlc:
         if bar.interval == "1d":
