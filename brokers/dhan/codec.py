@@ -90,11 +90,36 @@ MARKET_STATUS_CHANGED: Final = "changed"
 # The codec builds Ticks positionally (``tuple.__new__``) for speed; fail at import, not with
 # misplaced values, if ticks.py ever reorders or adds fields.
 _TICK_FIELDS = (
-    "broker", "segment", "instrument", "exchange_time", "ltp", "ltq", "volume", "oi",
-    "prev_close", "prev_oi", "bid_price", "bid_qty", "ask_price", "ask_qty", "depth",
-    "avg_price", "open", "high", "low", "close", "total_buy_qty", "total_sell_qty",
-    "oi_day_high", "oi_day_low", "iv", "delta", "gamma", "theta", "vega",
-)  # fmt: skip
+    "broker",
+    "segment",
+    "instrument",
+    "exchange_time",
+    "ltp",
+    "ltq",
+    "volume",
+    "oi",
+    "prev_close",
+    "prev_oi",
+    "bid_price",
+    "bid_qty",
+    "ask_price",
+    "ask_qty",
+    "depth",
+    "avg_price",
+    "open",
+    "high",
+    "low",
+    "close",
+    "total_buy_qty",
+    "total_sell_qty",
+    "oi_day_high",
+    "oi_day_low",
+    "iv",
+    "delta",
+    "gamma",
+    "theta",
+    "vega",
+)
 if Tick._fields != _TICK_FIELDS:  # pragma: no cover - guards against a ticks.py change
     raise RuntimeError("brokers.ticks.Tick changed shape: update the positional builders here")
 
@@ -171,8 +196,9 @@ def _ticker(buf: Buffer, off: int) -> Tick:
 
 
 def _quote(buf: Buffer, off: int) -> Tick:
-    (code, length, seg, sid, ltp, ltq, ltt, avg, volume, sell, buy,
-     open_, close, high, low) = QUOTE.unpack_from(buf, off)  # fmt: skip
+    (code, length, seg, sid, ltp, ltq, ltt, avg, volume, sell, buy, open_, close, high, low) = (
+        QUOTE.unpack_from(buf, off)
+    )
     segment = _SEG[seg]
     if segment is None:
         raise _unknown_segment(seg, off, code, length)
@@ -323,24 +349,18 @@ def decode_frame_counted(frame: Buffer) -> tuple[list[Event], int]:
                     continue
                 break  # cannot be delimited: the rest of the frame is noise too
             if left < 8:
-                raise _error(
-                    f"truncated packet: {left} bytes left, fewer than the 8-byte header",
-                    off, code, length,
-                )  # fmt: skip
+                message = f"truncated packet: {left} bytes left, fewer than the 8-byte header"
+                raise _error(message, off, code, length)
             size = _SIZE_BY_CODE[code]
             if size == 0:
                 why = " (Index: layout undocumented)" if code == CODE_INDEX else ""
                 raise _error(f"unknown response code {code}{why}", off, code, length)
             if length != size:
-                raise _error(
-                    f"length field says {length} bytes but code {code} packets are {size}",
-                    off, code, length,
-                )  # fmt: skip
+                message = f"length field says {length} bytes but code {code} packets are {size}"
+                raise _error(message, off, code, length)
             if left < size:
-                raise _error(
-                    f"truncated packet: code {code} needs {size} bytes, frame has {left} left",
-                    off, code, length,
-                )  # fmt: skip
+                message = f"truncated packet: code {code} needs {size} bytes, frame has {left} left"
+                raise _error(message, off, code, length)
             events.append(_DECODER_BY_CODE[code](frame, off))  # type: ignore[misc]
             off += size
     except CodecError as err:

@@ -111,11 +111,22 @@ def encode_quote(
     """Quote packet (code 4, 50 bytes)."""
     seg, sid = _header(segment, security_id)
     return QUOTE.pack(
-        CODE_QUOTE, QUOTE.size, seg, sid, _f32("ltp", ltp), _uint("ltq", ltq, 16), _ltt(ltt),
-        _f32("avg_price", avg_price), _uint("volume", volume, 32),
-        _uint("total_sell_qty", total_sell_qty, 32), _uint("total_buy_qty", total_buy_qty, 32),
-        _f32("open", open), _f32("close", close), _f32("high", high), _f32("low", low),
-    )  # fmt: skip
+        CODE_QUOTE,
+        QUOTE.size,
+        seg,
+        sid,
+        _f32("ltp", ltp),
+        _uint("ltq", ltq, 16),
+        _ltt(ltt),
+        _f32("avg_price", avg_price),
+        _uint("volume", volume, 32),
+        _uint("total_sell_qty", total_sell_qty, 32),
+        _uint("total_buy_qty", total_buy_qty, 32),
+        _f32("open", open),
+        _f32("close", close),
+        _f32("high", high),
+        _f32("low", low),
+    )
 
 
 def encode_oi(segment: str, security_id: int | str, *, oi: int) -> bytes:
@@ -130,9 +141,13 @@ def encode_prev_close(
     """Previous-close packet (code 6, 16 bytes): previous close price and previous day's OI."""
     seg, sid = _header(segment, security_id)
     return PREV_CLOSE.pack(
-        CODE_PREV_CLOSE, PREV_CLOSE.size, seg, sid,
-        _f32("prev_close", prev_close), _uint("prev_oi", prev_oi, 32),
-    )  # fmt: skip
+        CODE_PREV_CLOSE,
+        PREV_CLOSE.size,
+        seg,
+        sid,
+        _f32("prev_close", prev_close),
+        _uint("prev_oi", prev_oi, 32),
+    )
 
 
 def encode_market_status(segment: str, security_id: int | str = 0) -> bytes:
@@ -174,20 +189,34 @@ def encode_full(
         if bid_orders is None or ask_orders is None:
             raise ValueError(f"depth[{i}] needs bid_orders and ask_orders (Dhan sends counts)")
         levels += (
-            _uint(f"depth[{i}].bid_qty", bid_qty, 32), _uint(f"depth[{i}].ask_qty", ask_qty, 32),
+            _uint(f"depth[{i}].bid_qty", bid_qty, 32),
+            _uint(f"depth[{i}].ask_qty", ask_qty, 32),
             _uint(f"depth[{i}].bid_orders", bid_orders, 16),
             _uint(f"depth[{i}].ask_orders", ask_orders, 16),
-            _f32(f"depth[{i}].bid_price", bid_price), _f32(f"depth[{i}].ask_price", ask_price),
-        )  # fmt: skip
+            _f32(f"depth[{i}].bid_price", bid_price),
+            _f32(f"depth[{i}].ask_price", ask_price),
+        )
     return FULL.pack(
-        CODE_FULL, FULL.size, seg, sid, _f32("ltp", ltp), _uint("ltq", ltq, 16), _ltt(ltt),
-        _f32("avg_price", avg_price), _uint("volume", volume, 32),
-        _uint("total_sell_qty", total_sell_qty, 32), _uint("total_buy_qty", total_buy_qty, 32),
-        _uint("oi", oi, 32), _uint("oi_day_high", oi_day_high, 32),
+        CODE_FULL,
+        FULL.size,
+        seg,
+        sid,
+        _f32("ltp", ltp),
+        _uint("ltq", ltq, 16),
+        _ltt(ltt),
+        _f32("avg_price", avg_price),
+        _uint("volume", volume, 32),
+        _uint("total_sell_qty", total_sell_qty, 32),
+        _uint("total_buy_qty", total_buy_qty, 32),
+        _uint("oi", oi, 32),
+        _uint("oi_day_high", oi_day_high, 32),
         _uint("oi_day_low", oi_day_low, 32),
-        _f32("open", open), _f32("close", close), _f32("high", high), _f32("low", low),
+        _f32("open", open),
+        _f32("close", close),
+        _f32("high", high),
+        _f32("low", low),
         *levels,
-    )  # fmt: skip
+    )
 
 
 def encode_disconnect(

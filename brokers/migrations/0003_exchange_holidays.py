@@ -29,8 +29,12 @@ BSE_2026_ELECTION = "BSE notice 20260112-8 (12 Jan 2026)"
 
 # (date, name, NSE source, BSE source); a blank source is provisional.
 SEED: list[tuple[date, str, str, str]] = [
-    (date(2026, 1, 15), "Municipal Corporation Election in Maharashtra", NSE_2026_ELECTION,
-     BSE_2026_ELECTION),
+    (
+        date(2026, 1, 15),
+        "Municipal Corporation Election in Maharashtra",
+        NSE_2026_ELECTION,
+        BSE_2026_ELECTION,
+    ),
     (date(2026, 1, 26), "Republic Day", NSE_2026, BSE_2026),
     (date(2026, 3, 3), "Holi", NSE_2026, BSE_2026),
     (date(2026, 3, 26), "Shri Ram Navami", NSE_2026, BSE_2026),
@@ -49,7 +53,7 @@ SEED: list[tuple[date, str, str, str]] = [
     (date(2027, 1, 26), "Republic Day (provisional)", "", ""),
     (date(2027, 3, 26), "Good Friday (provisional)", "", ""),
     (date(2027, 4, 14), "Dr. Baba Saheb Ambedkar Jayanti (provisional)", "", ""),
-]  # fmt: skip
+]
 
 
 def seed_holidays(apps, schema_editor):

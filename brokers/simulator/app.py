@@ -260,8 +260,14 @@ class Simulator:
         delivered, outcome = (False, "no --upstox-notifier-url configured")
         if url:
             delivered, outcome = await notify(url, payload)
-        return {"ok": True, "approved": request_id, "delivered": delivered, "notifier": outcome,
-                "access_token": token.value, "expires_at": payload["expires_at"]}  # fmt: skip
+        return {
+            "ok": True,
+            "approved": request_id,
+            "delivered": delivered,
+            "notifier": outcome,
+            "access_token": token.value,
+            "expires_at": payload["expires_at"],
+        }
 
     def describe(self, *, instruments: bool = True) -> dict[str, Any]:
         """What ``GET /sim/state`` returns."""

@@ -77,8 +77,13 @@ class DhanConnection(FeedConnection):
         modes: dict[str, int] = {}
         for mode in self.subs.values():
             modes[mode] = modes.get(mode, 0) + 1
-        return {**super().describe(), "subscriptions": len(self.subs), "modes": modes,
-                "dropped_packets": self.dropped_packets, "queued": len(self.out)}  # fmt: skip
+        return {
+            **super().describe(),
+            "subscriptions": len(self.subs),
+            "modes": modes,
+            "dropped_packets": self.dropped_packets,
+            "queued": len(self.out),
+        }
 
 
 def packets(tick: SimTick, mode: str) -> list[bytes]:
@@ -105,16 +110,44 @@ def _packed(tick: SimTick, mode: str) -> list[bytes]:
     if mode == "full" and i.kind != INDEX:
         return [
             FULL.pack(
-                CODE_FULL, FULL.size, seg, sid, tick.ltp, tick.ltq, ltt, tick.avg_price,
-                tick.volume, tick.total_sell_qty, tick.total_buy_qty, tick.oi,
-                tick.oi_day_high, tick.oi_day_low, tick.open, i.prev_close, tick.high, tick.low,
+                CODE_FULL,
+                FULL.size,
+                seg,
+                sid,
+                tick.ltp,
+                tick.ltq,
+                ltt,
+                tick.avg_price,
+                tick.volume,
+                tick.total_sell_qty,
+                tick.total_buy_qty,
+                tick.oi,
+                tick.oi_day_high,
+                tick.oi_day_low,
+                tick.open,
+                i.prev_close,
+                tick.high,
+                tick.low,
                 *[value for level in Market.depth(tick) for value in level],
             )
-        ]  # fmt: skip
+        ]
     quote = QUOTE.pack(
-        CODE_QUOTE, QUOTE.size, seg, sid, tick.ltp, tick.ltq, ltt, tick.avg_price, tick.volume,
-        tick.total_sell_qty, tick.total_buy_qty, tick.open, i.prev_close, tick.high, tick.low,
-    )  # fmt: skip
+        CODE_QUOTE,
+        QUOTE.size,
+        seg,
+        sid,
+        tick.ltp,
+        tick.ltq,
+        ltt,
+        tick.avg_price,
+        tick.volume,
+        tick.total_sell_qty,
+        tick.total_buy_qty,
+        tick.open,
+        i.prev_close,
+        tick.high,
+        tick.low,
+    )
     if i.kind == INDEX:
         return [quote]
     return [quote, OI.pack(CODE_OI, OI.size, seg, sid, tick.oi)]
@@ -138,18 +171,40 @@ def _encoded(tick: SimTick, mode: str) -> list[bytes]:
         depth = [DepthLevel(*level) for level in Market.depth(tick)]
         return [
             encode_full(
-                segment, sid, ltp=tick.ltp, ltq=tick.ltq, ltt=ltt, avg_price=tick.avg_price,
-                volume=tick.volume, total_sell_qty=tick.total_sell_qty,
-                total_buy_qty=tick.total_buy_qty, oi=tick.oi, oi_day_high=tick.oi_day_high,
-                oi_day_low=tick.oi_day_low, open=tick.open, close=i.prev_close, high=tick.high,
-                low=tick.low, depth=depth,
+                segment,
+                sid,
+                ltp=tick.ltp,
+                ltq=tick.ltq,
+                ltt=ltt,
+                avg_price=tick.avg_price,
+                volume=tick.volume,
+                total_sell_qty=tick.total_sell_qty,
+                total_buy_qty=tick.total_buy_qty,
+                oi=tick.oi,
+                oi_day_high=tick.oi_day_high,
+                oi_day_low=tick.oi_day_low,
+                open=tick.open,
+                close=i.prev_close,
+                high=tick.high,
+                low=tick.low,
+                depth=depth,
             )
-        ]  # fmt: skip
+        ]
     quote = encode_quote(
-        segment, sid, ltp=tick.ltp, ltq=tick.ltq, ltt=ltt, avg_price=tick.avg_price,
-        volume=tick.volume, total_sell_qty=tick.total_sell_qty, total_buy_qty=tick.total_buy_qty,
-        open=tick.open, close=i.prev_close, high=tick.high, low=tick.low,
-    )  # fmt: skip
+        segment,
+        sid,
+        ltp=tick.ltp,
+        ltq=tick.ltq,
+        ltt=ltt,
+        avg_price=tick.avg_price,
+        volume=tick.volume,
+        total_sell_qty=tick.total_sell_qty,
+        total_buy_qty=tick.total_buy_qty,
+        open=tick.open,
+        close=i.prev_close,
+        high=tick.high,
+        low=tick.low,
+    )
     if i.kind == INDEX:
         return [quote]
     return [quote, encode_oi(segment, sid, oi=tick.oi)]

@@ -105,10 +105,20 @@ def malformed_frames(sim: Simulator, broker: str, kind: str, count: int) -> list
         if kind == "truncated":
             index = sim.universe.indices["NIFTY"]
             good = encode_quote(
-                "IDX_I", index.security_id, ltp=index.ltp, ltq=0, ltt=now, avg_price=0.0,
-                volume=0, total_sell_qty=0, total_buy_qty=0, open=index.open,
-                close=index.prev_close, high=index.high, low=index.low,
-            )  # fmt: skip
+                "IDX_I",
+                index.security_id,
+                ltp=index.ltp,
+                ltq=0,
+                ltt=now,
+                avg_price=0.0,
+                volume=0,
+                total_sell_qty=0,
+                total_buy_qty=0,
+                open=index.open,
+                close=index.prev_close,
+                high=index.high,
+                low=index.low,
+            )
             frame = good[:30]
         elif kind == "unknown_code":
             frame = struct.pack("<BHBII", 99, 12, 2, 40000, 7)

@@ -146,10 +146,28 @@ class Market:
         """The instrument's current state as an event (no RNG draw, no state change)."""
         i = instrument
         return SimTick(
-            i, i.ltt, i.ltp, i.ltq, i.volume, i.oi, i.bid, i.bid_qty, i.ask, i.ask_qty,
-            i.avg_price, i.open, i.high, i.low, i.total_buy_qty, i.total_sell_qty,
-            i.oi_day_high, i.oi_day_low, i.iv, i.forward, i.years,
-        )  # fmt: skip
+            i,
+            i.ltt,
+            i.ltp,
+            i.ltq,
+            i.volume,
+            i.oi,
+            i.bid,
+            i.bid_qty,
+            i.ask,
+            i.ask_qty,
+            i.avg_price,
+            i.open,
+            i.high,
+            i.low,
+            i.total_buy_qty,
+            i.total_sell_qty,
+            i.oi_day_high,
+            i.oi_day_low,
+            i.iv,
+            i.forward,
+            i.years,
+        )
 
     @staticmethod
     def greeks(tick: SimTick) -> black76.Greeks | None:
@@ -181,9 +199,15 @@ class Market:
             ticks = bid_ticks - n + 1
             bq, aq = (bid_qty * n if ticks >= 1 else 0), ask_qty * n
             levels.append(
-                (bq, aq, (bq // lot + 1) // 2 if bq else 0, (aq // lot + 1) // 2,
-                 ticks / 20.0 if bq else 0.0, (ask_ticks + n - 1) / 20.0)
-            )  # fmt: skip
+                (
+                    bq,
+                    aq,
+                    (bq // lot + 1) // 2 if bq else 0,
+                    (aq // lot + 1) // 2,
+                    ticks / 20.0 if bq else 0.0,
+                    (ask_ticks + n - 1) / 20.0,
+                )
+            )
         return tuple(levels)
 
     # --- events ------------------------------------------------------------------------------
@@ -343,9 +367,15 @@ def _depth_rounded(tick: SimTick, lot: int) -> tuple[tuple[int, int, int, int, f
         bid_qty = tick.bid_qty * (n + 1) if bid >= 0.05 else 0
         ask_qty = tick.ask_qty * (n + 1)
         levels.append(
-            (bid_qty, ask_qty, (bid_qty // lot + 1) // 2 if bid_qty else 0,
-             (ask_qty // lot + 1) // 2, bid if bid_qty else 0.0, ask)
-        )  # fmt: skip
+            (
+                bid_qty,
+                ask_qty,
+                (bid_qty // lot + 1) // 2 if bid_qty else 0,
+                (ask_qty // lot + 1) // 2,
+                bid if bid_qty else 0.0,
+                ask,
+            )
+        )
     return tuple(levels)
 
 

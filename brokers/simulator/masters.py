@@ -16,16 +16,43 @@ from datetime import datetime, time
 from .universe import INDEX, IST, Instrument, Universe
 
 DHAN_COMPACT_HEADER = (
-    "SEM_EXM_EXCH_ID", "SEM_SEGMENT", "SEM_SMST_SECURITY_ID", "SEM_INSTRUMENT_NAME",
-    "SEM_EXPIRY_CODE", "SEM_TRADING_SYMBOL", "SEM_LOT_UNITS", "SEM_CUSTOM_SYMBOL",
-    "SEM_EXPIRY_DATE", "SEM_STRIKE_PRICE", "SEM_OPTION_TYPE", "SEM_TICK_SIZE", "SEM_EXPIRY_FLAG",
-    "SEM_EXCH_INSTRUMENT_TYPE", "SEM_SERIES", "SM_SYMBOL_NAME",
-)  # fmt: skip
+    "SEM_EXM_EXCH_ID",
+    "SEM_SEGMENT",
+    "SEM_SMST_SECURITY_ID",
+    "SEM_INSTRUMENT_NAME",
+    "SEM_EXPIRY_CODE",
+    "SEM_TRADING_SYMBOL",
+    "SEM_LOT_UNITS",
+    "SEM_CUSTOM_SYMBOL",
+    "SEM_EXPIRY_DATE",
+    "SEM_STRIKE_PRICE",
+    "SEM_OPTION_TYPE",
+    "SEM_TICK_SIZE",
+    "SEM_EXPIRY_FLAG",
+    "SEM_EXCH_INSTRUMENT_TYPE",
+    "SEM_SERIES",
+    "SM_SYMBOL_NAME",
+)
 DHAN_DETAILED_HEADER = (
-    "EXCH_ID", "SEGMENT", "SECURITY_ID", "ISIN", "INSTRUMENT", "UNDERLYING_SECURITY_ID",
-    "UNDERLYING_SYMBOL", "SYMBOL_NAME", "DISPLAY_NAME", "INSTRUMENT_TYPE", "SERIES", "LOT_SIZE",
-    "SM_EXPIRY_DATE", "STRIKE_PRICE", "OPTION_TYPE", "TICK_SIZE", "EXPIRY_FLAG", "",
-)  # fmt: skip
+    "EXCH_ID",
+    "SEGMENT",
+    "SECURITY_ID",
+    "ISIN",
+    "INSTRUMENT",
+    "UNDERLYING_SECURITY_ID",
+    "UNDERLYING_SYMBOL",
+    "SYMBOL_NAME",
+    "DISPLAY_NAME",
+    "INSTRUMENT_TYPE",
+    "SERIES",
+    "LOT_SIZE",
+    "SM_EXPIRY_DATE",
+    "STRIKE_PRICE",
+    "OPTION_TYPE",
+    "TICK_SIZE",
+    "EXPIRY_FLAG",
+    "",
+)
 # Detailed-file quirk: NIFTY/BANKNIFTY derivatives name their underlying 26000/26009 there.
 _DETAILED_UNDERLYING_ID = {"NIFTY": "26000", "BANKNIFTY": "26009", "FINNIFTY": "26037"}
 
@@ -49,16 +76,47 @@ def dhan_compact(universe: Universe) -> bytes:
         spec = i.spec
         if i.kind == INDEX:
             rows.append(
-                [spec.exchange, "I", str(i.security_id), "INDEX", "0", spec.symbol, "1.0",
-                 spec.index_name, "0001-01-01", "", "XX", "0.0500", "", "INDEX", "X", spec.symbol]
-            )  # fmt: skip
+                [
+                    spec.exchange,
+                    "I",
+                    str(i.security_id),
+                    "INDEX",
+                    "0",
+                    spec.symbol,
+                    "1.0",
+                    spec.index_name,
+                    "0001-01-01",
+                    "",
+                    "XX",
+                    "0.0500",
+                    "",
+                    "INDEX",
+                    "X",
+                    spec.symbol,
+                ]
+            )
             continue
         assert i.expiry is not None
         rows.append(
-            [spec.exchange, "D", str(i.security_id), "OPTIDX", "0", i.trading_symbol(),
-             f"{spec.lot_size}.0", i.display_name(), f"{i.expiry.isoformat()} 14:30:00",
-             f"{i.strike}.00000", i.option_type, "5.0000", _flag(i), "OP", "NA", spec.symbol]
-        )  # fmt: skip
+            [
+                spec.exchange,
+                "D",
+                str(i.security_id),
+                "OPTIDX",
+                "0",
+                i.trading_symbol(),
+                f"{spec.lot_size}.0",
+                i.display_name(),
+                f"{i.expiry.isoformat()} 14:30:00",
+                f"{i.strike}.00000",
+                i.option_type,
+                "5.0000",
+                _flag(i),
+                "OP",
+                "NA",
+                spec.symbol,
+            ]
+        )
     return _csv(DHAN_COMPACT_HEADER, rows)
 
 
@@ -69,18 +127,52 @@ def dhan_detailed(universe: Universe) -> bytes:
         spec = i.spec
         if i.kind == INDEX:
             rows.append(
-                [spec.exchange, "I", str(i.security_id), "NA", "INDEX", str(i.security_id),
-                 spec.symbol, spec.symbol, spec.index_name, "INDEX", "NA", "1.0", "0001-01-01",
-                 "-0.01000", "XX", "0.0500", "NA", ""]
-            )  # fmt: skip
+                [
+                    spec.exchange,
+                    "I",
+                    str(i.security_id),
+                    "NA",
+                    "INDEX",
+                    str(i.security_id),
+                    spec.symbol,
+                    spec.symbol,
+                    spec.index_name,
+                    "INDEX",
+                    "NA",
+                    "1.0",
+                    "0001-01-01",
+                    "-0.01000",
+                    "XX",
+                    "0.0500",
+                    "NA",
+                    "",
+                ]
+            )
             continue
         assert i.expiry is not None
         underlying_id = _DETAILED_UNDERLYING_ID.get(spec.symbol, str(spec.dhan_id))
         rows.append(
-            [spec.exchange, "D", str(i.security_id), "NA", "OPTIDX", underlying_id, spec.symbol,
-             i.trading_symbol(), i.display_name(), "OP", "NA", f"{spec.lot_size}.0",
-             i.expiry.isoformat(), f"{i.strike}.00000", i.option_type, "5.0000", _flag(i), ""]
-        )  # fmt: skip
+            [
+                spec.exchange,
+                "D",
+                str(i.security_id),
+                "NA",
+                "OPTIDX",
+                underlying_id,
+                spec.symbol,
+                i.trading_symbol(),
+                i.display_name(),
+                "OP",
+                "NA",
+                f"{spec.lot_size}.0",
+                i.expiry.isoformat(),
+                f"{i.strike}.00000",
+                i.option_type,
+                "5.0000",
+                _flag(i),
+                "",
+            ]
+        )
     return _csv(DHAN_DETAILED_HEADER, rows)
 
 
@@ -91,26 +183,44 @@ def upstox_records(universe: Universe) -> list[dict[str, object]]:
         spec = i.spec
         if i.kind == INDEX:
             records.append(
-                {"segment": spec.upstox_index_segment, "name": spec.index_name,
-                 "exchange": spec.exchange, "instrument_type": "INDEX",
-                 "instrument_key": spec.upstox_key, "exchange_token": spec.index_exchange_id,
-                 "trading_symbol": spec.symbol}
-            )  # fmt: skip
+                {
+                    "segment": spec.upstox_index_segment,
+                    "name": spec.index_name,
+                    "exchange": spec.exchange,
+                    "instrument_type": "INDEX",
+                    "instrument_key": spec.upstox_key,
+                    "exchange_token": spec.index_exchange_id,
+                    "trading_symbol": spec.symbol,
+                }
+            )
             continue
         assert i.expiry is not None
         expiry = datetime.combine(i.expiry, time(23, 59, 59), tzinfo=IST)
         records.append(
-            {"weekly": i.weekly, "segment": spec.upstox_option_segment, "name": spec.symbol,
-             "exchange": spec.exchange, "expiry": int(expiry.timestamp()) * 1000,
-             "instrument_type": i.option_type, "asset_symbol": spec.symbol,
-             "underlying_symbol": spec.symbol, "instrument_key": i.upstox_key,
-             "lot_size": spec.lot_size, "freeze_quantity": float(spec.freeze_qty),
-             "exchange_token": str(i.security_id), "minimum_lot": spec.lot_size,
-             "asset_key": spec.upstox_key, "underlying_key": spec.upstox_key, "tick_size": 5.0,
-             "asset_type": "INDEX", "underlying_type": "INDEX",
-             "trading_symbol": i.upstox_symbol(), "strike_price": float(i.strike or 0),
-             "qty_multiplier": 1.0}
-        )  # fmt: skip
+            {
+                "weekly": i.weekly,
+                "segment": spec.upstox_option_segment,
+                "name": spec.symbol,
+                "exchange": spec.exchange,
+                "expiry": int(expiry.timestamp()) * 1000,
+                "instrument_type": i.option_type,
+                "asset_symbol": spec.symbol,
+                "underlying_symbol": spec.symbol,
+                "instrument_key": i.upstox_key,
+                "lot_size": spec.lot_size,
+                "freeze_quantity": float(spec.freeze_qty),
+                "exchange_token": str(i.security_id),
+                "minimum_lot": spec.lot_size,
+                "asset_key": spec.upstox_key,
+                "underlying_key": spec.upstox_key,
+                "tick_size": 5.0,
+                "asset_type": "INDEX",
+                "underlying_type": "INDEX",
+                "trading_symbol": i.upstox_symbol(),
+                "strike_price": float(i.strike or 0),
+                "qty_multiplier": 1.0,
+            }
+        )
     return records
 
 

@@ -56,9 +56,13 @@ class UpstoxConnection(FeedConnection):
         modes: dict[str, int] = {}
         for mode in self.subs.values():
             modes[mode] = modes.get(mode, 0) + 1
-        return {**super().describe(), "subscriptions": len(self.subs), "modes": modes,
-                "ignored_text_frames": self.ignored_text_frames,
-                "queued": len(self.pending)}  # fmt: skip
+        return {
+            **super().describe(),
+            "subscriptions": len(self.subs),
+            "modes": modes,
+            "ignored_text_frames": self.ignored_text_frames,
+            "queued": len(self.pending),
+        }
 
 
 def encode_mode(instrument: Instrument, mode: str) -> str:
@@ -88,10 +92,14 @@ def fields(tick: SimTick, mode: str) -> dict[str, object]:
     greeks = Market.greeks(tick)
     assert greeks is not None
     values.update(
-        volume=tick.volume, oi=tick.oi, iv=round(tick.iv or 0.0, 4),
-        delta=round(greeks.delta, 4), theta=round(greeks.theta, 4),
-        gamma=round(greeks.gamma, 6), vega=round(greeks.vega, 4),
-    )  # fmt: skip
+        volume=tick.volume,
+        oi=tick.oi,
+        iv=round(tick.iv or 0.0, 4),
+        delta=round(greeks.delta, 4),
+        theta=round(greeks.theta, 4),
+        gamma=round(greeks.gamma, 6),
+        vega=round(greeks.vega, 4),
+    )
     if mode == "option_greeks":
         values.update(
             bid_price=tick.bid, bid_qty=tick.bid_qty, ask_price=tick.ask, ask_qty=tick.ask_qty
@@ -101,9 +109,14 @@ def fields(tick: SimTick, mode: str) -> dict[str, object]:
         depth=tuple(
             DepthLevel(bq, aq, None, None, bp, ap) for bq, aq, _, _, bp, ap in Market.depth(tick)
         ),
-        open=tick.open, high=tick.high, low=tick.low, close=tick.ltp, avg_price=tick.avg_price,
-        total_buy_qty=tick.total_buy_qty, total_sell_qty=tick.total_sell_qty,
-    )  # fmt: skip
+        open=tick.open,
+        high=tick.high,
+        low=tick.low,
+        close=tick.ltp,
+        avg_price=tick.avg_price,
+        total_buy_qty=tick.total_buy_qty,
+        total_sell_qty=tick.total_sell_qty,
+    )
     return values
 
 

@@ -46,8 +46,15 @@ _PROFILE = {
 
 def upstox_error(status: int, code: str, message: str) -> web.Response:
     """An Upstox error answer in the documented envelope (both key spellings)."""
-    error = {"error_code": code, "message": message, "property_path": None, "invalid_value": None,
-             "errorCode": code, "propertyPath": None, "invalidValue": None}  # fmt: skip
+    error = {
+        "error_code": code,
+        "message": message,
+        "property_path": None,
+        "invalid_value": None,
+        "errorCode": code,
+        "propertyPath": None,
+        "invalidValue": None,
+    }
     return web.json_response({"status": "error", "errors": [error]}, status=status)
 
 
@@ -144,12 +151,16 @@ class UpstoxRest:
         for strike, legs in sorted(chain.items()):
             call, put = legs["CE"], legs["PE"]
             rows.append(
-                {"expiry": expiry.isoformat(),
-                 "pcr": round(put.oi / call.oi, 4) if call.oi else 0,
-                 "strike_price": float(strike), "underlying_key": index.upstox_key,
-                 "underlying_spot_price": index.ltp,
-                 "call_options": _leg(market, call), "put_options": _leg(market, put)}
-            )  # fmt: skip
+                {
+                    "expiry": expiry.isoformat(),
+                    "pcr": round(put.oi / call.oi, 4) if call.oi else 0,
+                    "strike_price": float(strike),
+                    "underlying_key": index.upstox_key,
+                    "underlying_spot_price": index.ltp,
+                    "call_options": _leg(market, call),
+                    "put_options": _leg(market, put),
+                }
+            )
         return _success(rows)  # an expiry the underlying does not list gives [] like Upstox
 
     async def option_contracts(self, request: web.Request) -> web.Response:
@@ -318,13 +329,22 @@ def _leg(market: Market, instrument: Instrument) -> dict[str, Any]:
     return {
         "instrument_key": instrument.upstox_key,
         "market_data": {
-            "ltp": tick.ltp, "volume": tick.volume, "oi": tick.oi,
-            "close_price": instrument.prev_close, "bid_price": tick.bid, "bid_qty": tick.bid_qty,
-            "ask_price": tick.ask, "ask_qty": tick.ask_qty, "prev_oi": instrument.prev_oi,
+            "ltp": tick.ltp,
+            "volume": tick.volume,
+            "oi": tick.oi,
+            "close_price": instrument.prev_close,
+            "bid_price": tick.bid,
+            "bid_qty": tick.bid_qty,
+            "ask_price": tick.ask,
+            "ask_qty": tick.ask_qty,
+            "prev_oi": instrument.prev_oi,
         },
         "option_greeks": {
-            "vega": round(greeks.vega, 4), "theta": round(greeks.theta, 4),
-            "gamma": round(greeks.gamma, 4), "delta": round(greeks.delta, 4),
-            "iv": round(tick.iv * 100.0, 2), "pop": round(pop * 100.0, 2),
+            "vega": round(greeks.vega, 4),
+            "theta": round(greeks.theta, 4),
+            "gamma": round(greeks.gamma, 4),
+            "delta": round(greeks.delta, 4),
+            "iv": round(tick.iv * 100.0, 2),
+            "pop": round(pop * 100.0, 2),
         },
-    }  # fmt: skip
+    }

@@ -48,16 +48,40 @@ __all__ = ["BROKER", "Frame", "FrameKind", "decode_frame", "epoch_ms_to_datetime
 BROKER = "upstox"
 
 _TICK_FIELDS = (
-    "broker", "segment", "instrument", "exchange_time", "ltp", "ltq", "volume", "oi",
-    "prev_close", "prev_oi", "bid_price", "bid_qty", "ask_price", "ask_qty", "depth",
-    "avg_price", "open", "high", "low", "close", "total_buy_qty", "total_sell_qty",
-    "oi_day_high", "oi_day_low", "iv", "delta", "gamma", "theta", "vega",
-)  # fmt: skip
+    "broker",
+    "segment",
+    "instrument",
+    "exchange_time",
+    "ltp",
+    "ltq",
+    "volume",
+    "oi",
+    "prev_close",
+    "prev_oi",
+    "bid_price",
+    "bid_qty",
+    "ask_price",
+    "ask_qty",
+    "depth",
+    "avg_price",
+    "open",
+    "high",
+    "low",
+    "close",
+    "total_buy_qty",
+    "total_sell_qty",
+    "oi_day_high",
+    "oi_day_low",
+    "iv",
+    "delta",
+    "gamma",
+    "theta",
+    "vega",
+)
 if Tick._fields != _TICK_FIELDS:  # the builders below fill Tick positionally
     raise ImportError("brokers.ticks.Tick changed its fields: update brokers/upstox/codec.py")
-if DepthLevel._fields != (
-    "bid_qty", "ask_qty", "bid_orders", "ask_orders", "bid_price", "ask_price"
-):  # fmt: skip
+_DEPTH_FIELDS = ("bid_qty", "ask_qty", "bid_orders", "ask_orders", "bid_price", "ask_price")
+if DepthLevel._fields != _DEPTH_FIELDS:
     raise ImportError("brokers.ticks.DepthLevel changed its fields: update brokers/upstox/codec.py")
 
 

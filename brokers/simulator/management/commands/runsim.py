@@ -35,33 +35,44 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=d.port, help="0 picks a free port.")
         parser.add_argument("--seed", type=int, default=d.seed, help="Market RNG seed.")
         parser.add_argument(
-            "--ticks-per-second", type=int, default=d.ticks_per_second,
+            "--ticks-per-second",
+            type=int,
+            default=d.ticks_per_second,
             help="Market events per second in total (0: only on POST /sim/step).",
-        )  # fmt: skip
+        )
         parser.add_argument(
             "--strikes", type=int, default=d.strikes, help="Strikes on each side of ATM."
         )
         parser.add_argument("--weeklies", type=int, default=d.weeklies)
         parser.add_argument("--monthlies", type=int, default=d.monthlies)
         parser.add_argument(
-            "--ping-interval", type=float, default=d.ping_interval,
+            "--ping-interval",
+            type=float,
+            default=d.ping_interval,
             help="Seconds between the feeds' WebSocket pings.",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--start", type=datetime.fromisoformat, default=None,
+            "--start",
+            type=datetime.fromisoformat,
+            default=None,
             help="The market clock's start (ISO, with offset); default now. With --seed it "
             "makes runs on different days/times reproducible.",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--exchange-hours", action="store_true",
+            "--exchange-hours",
+            action="store_true",
             help="Trade only in the exchange's hours on the market clock: 09:15-15:30 IST on "
             "weekdays (pre-open from 09:00). Default: open around the clock.",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--holiday", nargs="?", const=HOLIDAY_NAME, default=None, metavar="NAME",
+            "--holiday",
+            nargs="?",
+            const=HOLIDAY_NAME,
+            default=None,
+            metavar="NAME",
             help="Make the simulator's today (the start day, IST) a trading holiday: the feeds "
             "say the market is closed and nothing ticks all day.",
-        )  # fmt: skip
+        )
         parser.add_argument("--dhan-client-id", default=d.dhan_client_id)
         parser.add_argument("--dhan-token", default=d.dhan_token)
         parser.add_argument("--upstox-api-key", default=d.upstox_api_key)
@@ -71,9 +82,10 @@ class Command(BaseCommand):
             "--upstox-token", default=d.upstox_token, help="A pre-issued Upstox access token."
         )
         parser.add_argument(
-            "--upstox-notifier-url", default=d.upstox_notifier_url,
+            "--upstox-notifier-url",
+            default=d.upstox_notifier_url,
             help="Where approved v3 token requests are POSTed (blank: nowhere).",
-        )  # fmt: skip
+        )
         parser.add_argument("--upstox-max-connections", type=int, default=d.upstox_max_connections)
 
     def handle(self, *args: Any, **options: Any) -> None:
