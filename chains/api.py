@@ -178,16 +178,15 @@ def live(query: Mapping[str, str]) -> Answer:
         data_json = _live_data(chain.underlying, expiry, version(meta))
         if data_json is not None:
             freshness = json.dumps(decided.freshness.to_json()).encode()
-            return Answer(
-                200, b'{"status": "success", "freshness": ' + freshness + b', "data": '
-                + data_json + b"}"
-            )  # fmt: skip
+            prefix = b'{"status": "success", "freshness": ' + freshness + b', "data": '
+            return Answer(200, prefix + data_json + b"}")
     view = selectors.chain_view(chain, expiry)
     data = view_data(view)
     freshness_json = view.freshness.to_json()
     if not view.ok:
-        return error(503, view.code or "unavailable", view.message, freshness=freshness_json,
-                     data=data)  # fmt: skip
+        return error(
+            503, view.code or "unavailable", view.message, freshness=freshness_json, data=data
+        )
     return as_json(200, {"status": "success", "freshness": freshness_json, "data": data})
 
 

@@ -336,8 +336,13 @@ def stored_snapshot(chain: ChainBook, *, account: str, broker: str) -> StoredSna
     """The chain as Redis and the database store it (``contracts.StoredSnapshot``): the API
     shape plus its feed bookkeeping (``account``, ``broker``, ``ready``, ``reason``)."""
     ready, reason = chain.readiness()
-    return {**chain.snapshot(), "account": account, "broker": broker, "ready": ready,
-            "reason": reason}  # fmt: skip
+    return {
+        **chain.snapshot(),
+        "account": account,
+        "broker": broker,
+        "ready": ready,
+        "reason": reason,
+    }
 
 
 def _strike_key(strike: float) -> str:

@@ -150,8 +150,9 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
                 return await self._layer_receive()
             except RedisError as exc:
                 if not self.resync_needed:
-                    logger.warning("%s: the channel layer's receive failed: %s",
-                                   self.channel_name, exc)  # fmt: skip
+                    logger.warning(
+                        "%s: the channel layer's receive failed: %s", self.channel_name, exc
+                    )
                 self.resync_needed = True
             await asyncio.sleep(pause)
             pause = min(pause * 2, longest)
@@ -311,14 +312,20 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
         if not self.resync_needed:
             logger.warning("%s: Redis does not answer: %s", self.group, exc)
         self.resync_needed = True
-        stale = freshness.stale(freshness.parse_time(self.as_of), now=timezone.now(),
-                                reason=STORE_DOWN)  # fmt: skip
+        stale = freshness.stale(
+            freshness.parse_time(self.as_of), now=timezone.now(), reason=STORE_DOWN
+        )
         await self._status(
             (STORE_UNAVAILABLE,),
-            {"type": "status", "feed_state": "unknown",
-             "source": "last_known" if self.seq is not None else None,
-             "code": STORE_UNAVAILABLE, "message": STORE_DOWN, "freshness": stale.to_json()},
-        )  # fmt: skip
+            {
+                "type": "status",
+                "feed_state": "unknown",
+                "source": "last_known" if self.seq is not None else None,
+                "code": STORE_UNAVAILABLE,
+                "message": STORE_DOWN,
+                "freshness": stale.to_json(),
+            },
+        )
 
     async def _recover(self) -> None:
         """Re-join the group (a restarted Redis has lost it) and send a fresh snapshot; raises

@@ -199,8 +199,13 @@ class ErrorMessage(TypedDict):
 
 def delta_message(delta: Delta) -> DeltaMessage:
     """The WebSocket ``delta`` message of ``delta``."""
-    return {"type": "delta", "seq": delta["seq"], "as_of": delta["as_of"],
-            "legs": delta["legs"], "header": delta["header"]}  # fmt: skip
+    return {
+        "type": "delta",
+        "seq": delta["seq"],
+        "as_of": delta["as_of"],
+        "legs": delta["legs"],
+        "header": delta["header"],
+    }
 
 
 # --- writing ------------------------------------------------------------------------------------

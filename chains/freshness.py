@@ -204,16 +204,15 @@ def feed_health(
     start = f"`python manage.py runfeed --account {account}`" if account else "`runfeed`"
     if feed is None:
         action = f"start {start}"
-        return FeedHealth("not running", "down", False, "Not running",
-                          f"No feed worker is running for {who}: {action}.", action, None,
-                          None)  # fmt: skip
+        sentence = f"No feed worker is running for {who}: {action}."
+        return FeedHealth("not running", "down", False, "Not running", sentence, action, None, None)
     state = feed["state"]
     updated = parse_time(feed["updated_at"])
     if updated is None:
         action = f"restart {start} (its status record has no readable heartbeat)"
-        return FeedHealth("not reporting", "down", False, "Not reporting",
-                          f"The feed worker of {who} does not report a heartbeat: {action}.",
-                          action, None, None)  # fmt: skip
+        sentence = f"The feed worker of {who} does not report a heartbeat: {action}."
+        words = "Not reporting"
+        return FeedHealth("not reporting", "down", False, words, sentence, action, None, None)
     age = (now - updated).total_seconds()
     if age > heartbeat_window(feed):
         action = f"check its log and start {start} again if it is not running"
@@ -221,20 +220,30 @@ def feed_health(
             f"The feed worker of {who} stopped reporting at {clock_text(updated, now=now)} "
             f"(it was {state}): it crashed, froze or lost Redis — {action}."
         )
-        return FeedHealth("not reporting", "down", False, "Stopped reporting", sentence, action,
-                          round(age, 1), None)  # fmt: skip
+        return FeedHealth(
+            "not reporting",
+            "down",
+            False,
+            "Stopped reporting",
+            sentence,
+            action,
+            round(age, 1),
+            None,
+        )
     tick = parse_time(feed["last_tick_at"])
     if not feed["lock_held"] and state in CONNECTED_STATES:
         action = f"wait for another worker to take over, or start {start} again"
         sentence = (
             f"The feed worker of {who} lost the account's feed lock and stops writing: {action}."
         )
-        return FeedHealth("lock lost", "down", False, "Lock lost", sentence, action,
-                          round(age, 1), tick)  # fmt: skip
+        return FeedHealth(
+            "lock lost", "down", False, "Lock lost", sentence, action, round(age, 1), tick
+        )
     if state in CONNECTED_STATES:
         recent = tick is not None and (now - tick) / timedelta(seconds=1) <= LIVE_WITHIN_SECONDS
-        return FeedHealth(state, "live" if recent else "quiet", True, "Connected", "", "",
-                          round(age, 1), tick)  # fmt: skip
+        return FeedHealth(
+            state, "live" if recent else "quiet", True, "Connected", "", "", round(age, 1), tick
+        )
     words, sentence, action = _state_words(state, feed, who=who, start=start, now=now)
     return FeedHealth(state, state, False, words, sentence, action, round(age, 1), tick)
 
@@ -249,9 +258,11 @@ def _state_words(
     if state == "backoff":
         when = f" (next attempt at {clock_text(retry, now=now)})" if retry else ""
         action = "nothing to do unless it lasts — then see /status/ and the worker's log"
-        return ("Reconnecting after a drop",
-                f"The feed of {who} lost its connection{because} and is reconnecting{when}: "
-                f"{action}.", action)  # fmt: skip
+        return (
+            "Reconnecting after a drop",
+            f"The feed of {who} lost its connection{because} and is reconnecting{when}: {action}.",
+            action,
+        )
     if state == "token_wait":
         broker = feed["broker"]  # None only before the worker has read its account
         how = get_spec(broker).token.replace_short if broker else "give it a new access token"
@@ -263,15 +274,24 @@ def _state_words(
         )
     if state == "standby":
         action = "nothing to do while the other worker runs; this one takes over if it stops"
-        return ("Standing by",
-                f"The feed worker of {who} stands by while another worker holds the account's "
-                f"feed lock: {action}.", action)  # fmt: skip
+        return (
+            "Standing by",
+            f"The feed worker of {who} stands by while another worker holds the account's "
+            f"feed lock: {action}.",
+            action,
+        )
     if state in {"starting", "preparing", "connecting"}:
-        doing = {"starting": "is starting", "preparing": "is preparing the chains",
-                 "connecting": "is connecting to the broker"}[state]  # fmt: skip
+        doing = {
+            "starting": "is starting",
+            "preparing": "is preparing the chains",
+            "connecting": "is connecting to the broker",
+        }[state]
         action = "wait a few seconds"
-        return (doing.removeprefix("is ").capitalize(),
-                f"The feed of {who} {doing}{because}: {action}.", action)  # fmt: skip
+        return (
+            doing.removeprefix("is ").capitalize(),
+            f"The feed of {who} {doing}{because}: {action}.",
+            action,
+        )
     if state == "store_unavailable":
         action = "check that Redis runs and answers (REDIS_URL)"
         return (
@@ -284,8 +304,11 @@ def _state_words(
         return ("Feed failed", f"The feed of {who} failed{because}: {action}.", action)
     if state in {"stopping", "stopped"}:
         action = f"start {start} again if it should run"
-        return ("Stopped" if state == "stopped" else "Stopping",
-                f"The feed worker of {who} is {state}: {action}.", action)  # fmt: skip
+        return (
+            "Stopped" if state == "stopped" else "Stopping",
+            f"The feed worker of {who} is {state}: {action}.",
+            action,
+        )
     action = f"see /status/ and the worker's log; restart {start} if it stays so"
     return (state, f"The feed of {who} is not connected ({state}){because}: {action}.", action)
 

@@ -186,8 +186,12 @@ class FeedLock:
         held = self.held()
         if not or_free and not held:
             return False
-        args: list[str | int] = [self.token, "1" if held else "0", "1" if or_free else "0",
-                                 self.ttl_ms]  # fmt: skip
+        args: list[str | int] = [
+            self.token,
+            "1" if held else "0",
+            "1" if or_free else "0",
+            self.ttl_ms,
+        ]
         for _key, value, ttl in items:
             args += [value, round(ttl * 1000) if ttl else 0]
         keys = [self.key, *(key for key, _, _ in items)]
@@ -236,8 +240,13 @@ class RestHandover:
     rows: Mapping[str, Mapping[str, object]]
 
     def to_json(self) -> dict[str, Any]:
-        return {"underlying": self.underlying, "expiry": self.expiry.isoformat(),
-                "observed_at": self.observed_at, "spot": self.spot, "rows": self.rows}  # fmt: skip
+        return {
+            "underlying": self.underlying,
+            "expiry": self.expiry.isoformat(),
+            "observed_at": self.observed_at,
+            "spot": self.spot,
+            "rows": self.rows,
+        }
 
     @classmethod
     def from_json(cls, raw: object) -> RestHandover:
@@ -251,8 +260,9 @@ class RestHandover:
                 f"A REST chain handed to the feed worker has expiry {item['expiry']!r}, not a "
                 "YYYY-MM-DD date: the repopulate task and the feed worker run different code."
             ) from None
-        return cls(item["underlying"], expiry, float(item["observed_at"]), item["spot"],
-                   item["rows"])  # fmt: skip
+        return cls(
+            item["underlying"], expiry, float(item["observed_at"]), item["spot"], item["rows"]
+        )
 
 
 _HANDOVER_KEYS = frozenset({"underlying", "expiry", "observed_at", "spot", "rows"})

@@ -15,8 +15,22 @@ from .analytics import BUILDUP_LABELS, expiry_moment
 from .contracts import ApiData, LegJSON
 
 DASH = "–"
-SIDE_FIELDS = ("oi", "oi_change", "volume", "iv", "ltp", "change", "bid_qty", "bid", "ask",
-               "ask_qty", "delta", "gamma", "theta", "vega")  # fmt: skip
+SIDE_FIELDS = (
+    "oi",
+    "oi_change",
+    "volume",
+    "iv",
+    "ltp",
+    "change",
+    "bid_qty",
+    "bid",
+    "ask",
+    "ask_qty",
+    "delta",
+    "gamma",
+    "theta",
+    "vega",
+)
 GREEKS = ("delta", "gamma", "theta", "vega")
 
 

@@ -101,8 +101,9 @@ def book_for(plan: ChainPlan, current: StoredSnapshot | None, spot: float | None
         shown = {leg["instrument_id"] for s in current["strikes"].values() for leg in s.values()}
         legs = [leg for leg in plan.legs if leg.ref.broker_id in shown]
         if legs:
-            return ChainPlan(plan.underlying, plan.expiry, plan.index, plan.lot_size,
-                             plan.window, legs).new_book()  # fmt: skip
+            return ChainPlan(
+                plan.underlying, plan.expiry, plan.index, plan.lot_size, plan.window, legs
+            ).new_book()
     return plan.narrowed(spot).new_book()
 
 
@@ -270,9 +271,14 @@ def _store(job: Job, plan: ChainPlan, started: float, rest: RestChain, layer: An
     def merge(current: StoredSnapshot | None) -> StoredSnapshot | None:
         merged.clear()
         result = merge_rest_chain(
-            plan=plan, current=current, rest=rest, observed_at=started, account=name,
-            broker=job.account.kind, now=datetime.now(UTC),
-        )  # fmt: skip
+            plan=plan,
+            current=current,
+            rest=rest,
+            observed_at=started,
+            account=name,
+            broker=job.account.kind,
+            now=datetime.now(UTC),
+        )
         if result is None:
             return None
         merged.append(result[1])

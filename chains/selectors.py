@@ -90,8 +90,16 @@ class ChainView:
         the news."""
         f = self.freshness
         as_of = f.as_of if f.state == fresh.STALE else None
-        return (self.feed_state, self.source, self.code, self.message, f.state, f.reason, as_of,
-                f.seconds_since_tick is None)  # fmt: skip
+        return (
+            self.feed_state,
+            self.source,
+            self.code,
+            self.message,
+            f.state,
+            f.reason,
+            as_of,
+            f.seconds_since_tick is None,
+        )
 
 
 class NotTracked(LookupError):
@@ -182,12 +190,16 @@ def chain_view(
             source = _persisted_source(persisted.as_of, now)
             as_of = persisted.as_of
     market_open, market_reason = market_calendar(chain.underlying, now)
-    freshness = fresh.freshness(feed, now=now, market_open=market_open,
-                                market_reason=market_reason, as_of=as_of,
-                                account=account.name)  # fmt: skip
+    freshness = fresh.freshness(
+        feed,
+        now=now,
+        market_open=market_open,
+        market_reason=market_reason,
+        as_of=as_of,
+        account=account.name,
+    )
     health = fresh.feed_health(feed, now=now, account=account.name)
-    view = ChainView(chain.underlying, expiry, account, data, source, freshness, health,
-                     feed=feed)  # fmt: skip
+    view = ChainView(chain.underlying, expiry, account, data, source, freshness, health, feed=feed)
     problem = account_problem(account, now)
     if problem is not None:
         view.code, view.message = problem

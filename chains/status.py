@@ -34,8 +34,15 @@ STORE_DOWN = (
 )
 
 # Keys of system_status() rows that hold ISO times; the page shows them as Indian time.
-_TIMES = ("token_expires_at", "last_checked_at", "connected_since", "updated_at", "as_of",
-          "started_at", "finished_at")  # fmt: skip
+_TIMES = (
+    "token_expires_at",
+    "last_checked_at",
+    "connected_since",
+    "updated_at",
+    "as_of",
+    "started_at",
+    "finished_at",
+)
 
 
 @require_GET

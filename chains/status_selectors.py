@@ -114,10 +114,21 @@ def _token_left(account: BrokerAccount, now: datetime) -> tuple[int | None, str]
 
 
 FEED_FIELDS = (
-    "state", "error", "connected_since", "ticks_per_second", "last_frame_age", "last_tick_at",
-    "reconnects", "decode_errors", "publish_errors", "deltas", "unrouted", "updated_at",
-    "retry_at", "lock_held",
-)  # fmt: skip
+    "state",
+    "error",
+    "connected_since",
+    "ticks_per_second",
+    "last_frame_age",
+    "last_tick_at",
+    "reconnects",
+    "decode_errors",
+    "publish_errors",
+    "deltas",
+    "unrouted",
+    "updated_at",
+    "retry_at",
+    "lock_held",
+)
 
 
 def _judged(account: str, feed: FeedStatus | None, now: datetime) -> dict[str, Any] | None:
@@ -170,13 +181,28 @@ def _task_outcomes(now: datetime) -> list[dict[str, Any]]:
         t = rows.get(name)
         if t is not None:
             state = {True: "ok", False: "failed", None: "running"}[t.ok]
-            out.append({"name": t.name, "state": state, "ok": t.ok,
-                        "started_at": _iso(t.started_at), "finished_at": _iso(t.finished_at),
-                        "detail": t.detail})  # fmt: skip
+            out.append(
+                {
+                    "name": t.name,
+                    "state": state,
+                    "ok": t.ok,
+                    "started_at": _iso(t.started_at),
+                    "finished_at": _iso(t.finished_at),
+                    "detail": t.detail,
+                }
+            )
             continue
         state, detail = _never_ran(schedules.get(name, []), since=since, now=now)
-        out.append({"name": name, "state": state, "ok": None, "started_at": None,
-                    "finished_at": None, "detail": detail})  # fmt: skip
+        out.append(
+            {
+                "name": name,
+                "state": state,
+                "ok": None,
+                "started_at": None,
+                "finished_at": None,
+                "detail": detail,
+            }
+        )
     return out
 
 

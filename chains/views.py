@@ -61,15 +61,26 @@ def chain_page(request: HttpRequest, underlying: str, expiry: str) -> HttpRespon
     try:
         day = date.fromisoformat(expiry)
     except ValueError:
-        return render(request, "chains/unavailable.html",
-                      {"code": "bad_request", "message": f"{expiry!r} is not a date (YYYY-MM-DD)."},
-                      status=400)  # fmt: skip
+        return render(
+            request,
+            "chains/unavailable.html",
+            {"code": "bad_request", "message": f"{expiry!r} is not a date (YYYY-MM-DD)."},
+            status=400,
+        )
     try:
         chain, day = selectors.resolve(underlying, day)
     except selectors.NotTracked as exc:
-        return render(request, "chains/unavailable.html",
-                      {"code": "not_tracked", "message": str(exc), "valid": exc.valid,
-                       "underlying": underlying.upper()}, status=404)  # fmt: skip
+        return render(
+            request,
+            "chains/unavailable.html",
+            {
+                "code": "not_tracked",
+                "message": str(exc),
+                "valid": exc.valid,
+                "underlying": underlying.upper(),
+            },
+            status=404,
+        )
     window = _window(request.GET.get("window"))
     now = timezone.now()
     view = selectors.chain_view(chain, day, now=now)
@@ -93,7 +104,7 @@ def chain_page(request: HttpRequest, underlying: str, expiry: str) -> HttpRespon
             "status": view.status_message(),  # the badge's starting point; the socket updates it
         },
         "api_url": f"{LIVE_PATH}?underlying={chain.underlying}&expiry={day}",
-    }  # fmt: skip
+    }
     status = 200 if view.ok else 503
     return render(request, "chains/chain.html", context, status=status)
 

@@ -165,8 +165,11 @@ class FeedCheck:
                 for message in adapter.subscribe([index], legs):
                     await ws.send(message)
             except ConnectionClosed as exc:
-                raise _Failed(SUBSCRIBED, f"the broker closed the connection on subscribe "
-                              f"({_closed(exc)})", FIXES[SUBSCRIBED]) from None  # fmt: skip
+                raise _Failed(
+                    SUBSCRIBED,
+                    f"the broker closed the connection on subscribe ({_closed(exc)})",
+                    FIXES[SUBSCRIBED],
+                ) from None
             where = f"{plan.underlying} {plan.expiry}"
             self._pass(SUBSCRIBED, f"{where}: the index and {len(legs)} legs near the money")
             return await self._frames(ws)
@@ -207,8 +210,10 @@ class FeedCheck:
                 frames.append(await asyncio.wait_for(ws.recv(), left))
             except (TimeoutError, ConnectionClosed):
                 break
-        self._pass(FRAMES, f"first frame {first_after:.2f}s after subscribing; {len(frames)} "
-                   f"in {self.window:g}s")  # fmt: skip
+        self._pass(
+            FRAMES,
+            f"first frame {first_after:.2f}s after subscribing; {len(frames)} in {self.window:g}s",
+        )
         return frames
 
     def _decoded(self, adapter: FeedAdapter, frames: list[bytes | str]) -> int:
@@ -260,11 +265,16 @@ class FeedCheck:
             detail = f"{len(unready)} of {len(chains)} chains of the feed worker are not ready"
             raise _Failed(APPLIED, f"{detail} ({why or 'it follows none'})", FIXES["unready"])
         if grown <= 0 and after["state"] == "live" and ticks_seen:
-            detail = (f"the broker sends ticks ({ticks_seen} in this check) but the feed worker "
-                      f"applied none in {STATUS_WAIT}s")  # fmt: skip
+            detail = (
+                f"the broker sends ticks ({ticks_seen} in this check) but the feed worker "
+                f"applied none in {STATUS_WAIT}s"
+            )
             raise _Failed(APPLIED, detail, FIXES["log"])
-        self._pass(APPLIED, f"feed worker {after['state']} (pid {after['pid']}), {len(chains)} "
-                   f"chains ready, +{grown} ticks in {STATUS_WAIT}s")  # fmt: skip
+        self._pass(
+            APPLIED,
+            f"feed worker {after['state']} (pid {after['pid']}), {len(chains)} "
+            f"chains ready, +{grown} ticks in {STATUS_WAIT}s",
+        )
         return after
 
     async def _published(self, redis: Any, status: FeedStatus) -> ChainStatus:

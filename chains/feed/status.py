@@ -36,8 +36,20 @@ ERROR = "error"  # a task of the worker died: the session restarts after a pause
 STORE_UNAVAILABLE = "store_unavailable"  # Redis does not answer
 STOPPING = "stopping"
 STOPPED = "stopped"
-STATES = (STARTING, STANDBY, PREPARING, CONNECTING, LIVE, QUIET, BACKOFF, TOKEN_WAIT, ERROR,
-          STORE_UNAVAILABLE, STOPPING, STOPPED)  # fmt: skip
+STATES = (
+    STARTING,
+    STANDBY,
+    PREPARING,
+    CONNECTING,
+    LIVE,
+    QUIET,
+    BACKOFF,
+    TOKEN_WAIT,
+    ERROR,
+    STORE_UNAVAILABLE,
+    STOPPING,
+    STOPPED,
+)
 
 
 class ChainStatus(ChainStats):

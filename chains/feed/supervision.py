@@ -17,8 +17,9 @@ class TaskDied(Exception):
     """A task of the worker ended without being asked to: the holding restarts."""
 
 
-async def guarded(name: str, work: Coroutine[Any, Any, None], stop: asyncio.Event, *,
-                  forever: bool) -> None:  # fmt: skip
+async def guarded(
+    name: str, work: Coroutine[Any, Any, None], stop: asyncio.Event, *, forever: bool
+) -> None:
     """Run ``work`` as a supervised task: a task group silently forgets a child that is
     cancelled by anyone but the group (a library's stray cancellation) or that returns early,
     so both become ``TaskDied`` here — seen, logged and restarted like any failure."""

@@ -93,18 +93,25 @@ class FeedWorker:
         self.lock = FeedLock(redis, account, ttl=s.lock_ttl, margin=s.lock_margin)
         self.tokens = TokenLifecycle(account=account, settings=s, health=self.health, redis=redis)
         self.publisher = Publisher(
-            account=account, redis=redis, layer=channel_layer, lock=self.lock,
+            account=account,
+            redis=redis,
+            layer=channel_layer,
+            lock=self.lock,
             counters=self.counters,
-        )  # fmt: skip
+        )
         self.book: FeedBook | None = None
         self.plans: list[ChainPlan] = []
         self.index_refs: list[InstrumentRef] = []
         self.leg_refs: list[InstrumentRef] = []
         self.market: dict[str, str] = {}
         self.connection = Connection(
-            account=account, settings=s, tokens=self.tokens, counters=self.counters,
-            health=self.health, handle=self.handle_frame,
-        )  # fmt: skip
+            account=account,
+            settings=s,
+            tokens=self.tokens,
+            counters=self.counters,
+            health=self.health,
+            handle=self.handle_frame,
+        )
         self.tokens.on_new_token = self.connection.switch_token
         self.store_trouble = StoreTrouble(account, self.counters)
 
@@ -248,8 +255,12 @@ class FeedWorker:
                     delay = self.connection.backoff(crashes_in_a_row)
                     logger.error(
                         "Feed of %s failed (%s: %s); restarting it in %.1fs",
-                        self.account, type(exc).__name__, exc, delay, exc_info=exc,
-                    )  # fmt: skip
+                        self.account,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                        exc_info=exc,
+                    )
                     self.health.set(
                         ERROR,
                         f"the feed worker failed ({type(exc).__name__}: {exc}) and restarts "
@@ -299,9 +310,12 @@ class FeedWorker:
                     ("flusher", self._flusher(stop), True),
                     ("account watcher", self.tokens.watch(stop), True),
                     ("REST prime", self.prime(stop), False),
-                    ("feed connection", self.connection.run(stop, self.index_refs,
-                                                            self.leg_refs), True),
-                ):  # fmt: skip
+                    (
+                        "feed connection",
+                        self.connection.run(stop, self.index_refs, self.leg_refs),
+                        True,
+                    ),
+                ):
                     group.create_task(guarded(name, work, stop, forever=forever))
         except BaseExceptionGroup as group:
             raise primary(group) from None
@@ -370,8 +384,9 @@ class FeedWorker:
         try:
             await self.lock.release()
         except RedisError as exc:
-            logger.warning("Releasing the feed lock of %s failed (%s): it expires", self.account,
-                           exc)  # fmt: skip
+            logger.warning(
+                "Releasing the feed lock of %s failed (%s): it expires", self.account, exc
+            )
 
     async def _still_ours(self) -> bool:
         """Renew the lock once more for the way out (the keeper stopped with ``stop``); True

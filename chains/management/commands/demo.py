@@ -67,11 +67,8 @@ class Command(BaseCommand):
         url = f"http://{host}:{port}/"
         try:
             callback = f"{url}brokers/upstox/callback"
-            supervisor.start(
-                "simulator",
-                [python, "manage.py", "runsim", "--host", host, "--port", str(sim_port),
-                 "--upstox-redirect-uri", callback],
-            )  # fmt: skip
+            runsim = [python, "manage.py", "runsim", "--host", host, "--port", str(sim_port)]
+            supervisor.start("simulator", [*runsim, "--upstox-redirect-uri", callback])
             wait_for_port(host, sim_port, timeout=30)
             call_command("simaccounts", url=f"http://{host}:{sim_port}", stdout=self.stdout)
             supervisor.start("feed", [python, "manage.py", "runfeed"])
@@ -170,10 +167,9 @@ def ensure_redis(url: str, folder: Path, say: Any) -> subprocess.Popen[bytes] | 
     folder.mkdir(parents=True, exist_ok=True)
     port = str(parts.port or 6379)
     say(f"Starting redis-server on 127.0.0.1:{port} (files in {folder})…")
-    proc = subprocess.Popen(
-        [server, "--bind", "127.0.0.1", "--port", port, "--dir", str(folder), "--save", "",
-         "--appendonly", "no", "--logfile", str(folder / "redis.log")],
-    )  # fmt: skip
+    listen = ["--bind", "127.0.0.1", "--port", port]
+    storage = ["--dir", str(folder), "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen([server, *listen, *storage, "--logfile", str(folder / "redis.log")])
     deadline = time.monotonic() + 10
     while not redis_reachable(url):
         if proc.poll() is not None or time.monotonic() > deadline:

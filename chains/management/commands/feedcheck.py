@@ -22,17 +22,24 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--account", action="append", dest="accounts", metavar="NAME",
+            "--account",
+            action="append",
+            dest="accounts",
+            metavar="NAME",
             help="Check this account (repeatable); default: every enabled account.",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--timeout", type=float, default=10.0,
+            "--timeout",
+            type=float,
+            default=10.0,
             help="Seconds to wait for the first frame and for a delta (default 10).",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--window", type=float, default=2.0,
+            "--window",
+            type=float,
+            default=2.0,
             help="Seconds of frames to decode after the first one (default 2).",
-        )  # fmt: skip
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["timeout"] <= 0 or options["window"] <= 0:
@@ -48,9 +55,12 @@ class Command(BaseCommand):
         for name in names:
             self.stdout.write(f"feedcheck {name}")
             check = FeedCheck(
-                name, layer=layer, report=self._line, timeout=options["timeout"],
+                name,
+                layer=layer,
+                report=self._line,
+                timeout=options["timeout"],
                 window=options["window"],
-            )  # fmt: skip
+            )
             results = check.run()
             for stage in STAGES[len(results) :]:
                 self.stdout.write(f"  · {stage}: not checked")
