@@ -14,7 +14,7 @@ CHROMIUM := /usr/bin/chromium
 PYTEST_WORKERS ?= auto
 PYTEST := $(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
-.PHONY: demo test test-fast lint browser pytest pytest-postgres proto bench clean help
+.PHONY: demo test test-fast lint typecheck browser pytest pytest-postgres proto bench clean help
 
 help:
 	@echo "make demo   — set up and run optionsite on the local simulator"
@@ -40,6 +40,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# mypy over brokers/ and chains/ ([tool.mypy] in pyproject.toml).
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 browser:
 	@if [ ! -x $(CHROMIUM) ]; then \
@@ -61,7 +65,7 @@ pytest-postgres: $(STAMP)
 	  *) echo "== PostgreSQL pass skipped: DATABASE_URL does not point at PostgreSQL" ;; \
 	esac
 
-test: lint browser pytest pytest-postgres
+test: lint typecheck browser pytest pytest-postgres
 
 # The pure and unit tests: codecs, book, analytics, Black-76, selectors, API, admin, loaders…
 # Every test that starts a process is marked `integration` (tests/process_marker.py fails one
