@@ -53,13 +53,21 @@ async def dhan_subscribe(
         await ws.send(message)
 
 
-async def closed_with(ws: ClientConnection) -> tuple[list[Any], ConnectionClosed]:
-    """Read until the server closes; returns (decoded Dhan events, the close exception)."""
+async def closed_with(
+    ws: ClientConnection, *, broker: str = "dhan"
+) -> tuple[list[Any], ConnectionClosed]:
+    """Read until the server closes; returns (the frames' events, the close exception): Dhan
+    events, or for ``broker="upstox"`` the decoded Upstox frames — each socket read with its
+    own broker's codec (frames still buffered when the close comes are read too)."""
     events: list[Any] = []
     try:
         while True:
             frame = await recv(ws)
-            if isinstance(frame, bytes):
+            if not isinstance(frame, bytes):
+                continue
+            if broker == "upstox":
+                events.append(upstox_decode(frame))
+            else:
                 events.extend(dhan_decode(frame))
     except ConnectionClosed as closed:
         return events, closed

@@ -54,8 +54,8 @@ async def _upstox_live(sim):
 async def test_drop_closes_every_feed_with_or_without_a_close_frame(sim, close_frame):
     dhan, upstox = await _dhan_live(sim), await _upstox_live(sim)
     assert sim.fault(action="drop", close_frame=close_frame)["affected"] == 2
-    for ws in (dhan, upstox):
-        _, closed = await closed_with(ws)
+    for ws, broker in ((dhan, "dhan"), (upstox, "upstox")):
+        _, closed = await closed_with(ws, broker=broker)
         assert (closed.rcvd is not None) is close_frame
 
 
@@ -73,7 +73,7 @@ async def test_token_faults_cut_live_feeds(sim, action, reason):
     sim.fault(action=action, broker="upstox")
     events, _ = await closed_with(dhan)
     assert disconnect_codes(events) == [reason]
-    await closed_with(upstox)
+    await closed_with(upstox, broker="upstox")
     assert upstox.close_code == 1008
 
 
