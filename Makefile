@@ -11,8 +11,9 @@ CHROMIUM := /usr/bin/chromium
 # pytest-xdist workers of `make test` (each has its own Redis databases, test database and
 # simulator: tests/settings.py, tests/conftest.py); a file's tests stay on one worker, so that
 # module fixtures (the chaos stack, private redis-servers) start once. PYTEST_WORKERS=0: serial.
+# At most 4: Redis has databases for 4 workers (tests/settings.py REDIS_DATABASES).
 PYTEST_WORKERS ?= auto
-PYTEST := $(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST := $(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 .PHONY: demo test test-fast lint typecheck browser pytest pytest-postgres proto bench clean help
 
