@@ -33,6 +33,9 @@ class FaultReport:
     divergent: list[str] = field(default_factory=list)
     duplicate_writers: list[str] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
+    # When Redis came back empty: nothing written before can be served after it, so every
+    # claim made after it is about new state (the evidence channels need a moment to re-join).
+    empty_store_since: float | None = None
 
     @property
     def recovery_seconds(self) -> float | None:
@@ -200,7 +203,9 @@ def honesty(stack: ChaosStack, report: FaultReport, start: float, end: float) ->
     """Record the seconds in [start, end] during which a surface said "live" with no tick for
     more than ``LIVE_GRACE`` seconds, and the first such claim of each kind of surface."""
     assert stack.observers is not None
-    claims, seconds = dishonest(stack.observers, start, end, grace=LIVE_GRACE)
+    claims, seconds = dishonest(
+        stack.observers, start, end, grace=LIVE_GRACE, fresh_since=report.empty_store_since
+    )
     report.dishonest_seconds = seconds
     firsts: dict[str, Any] = {}
     for claim in claims:

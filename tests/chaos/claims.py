@@ -160,17 +160,29 @@ def claims_timeline(observers: Observers, start: float, end: float) -> list[Clai
 
 
 def dishonest(
-    observers: Observers, start: float, end: float, *, grace: float
+    observers: Observers,
+    start: float,
+    end: float,
+    *,
+    grace: float,
+    fresh_since: float | None = None,
 ) -> tuple[list[Claim], float]:
     """The live claims in [start, end] made although no tick had reached the chain for more
     than ``grace`` seconds (no delta with legs in its group, no newer data from the API); and
-    the seconds during which any surface made one (the union over surfaces, in 0.1 s steps)."""
+    the seconds during which any surface made one (the union over surfaces, in 0.1 s steps).
+    ``fresh_since``: when the store came back empty, which counts as evidence of new state."""
     bad = []
     changes = {c: observers.sampler.data_changes(c) for c in observers.chains}
     for claim in claims_timeline(observers, start, end):
-        seen = [t for t in changes[claim.chain] if t <= claim.at]
+        # A change first shown by the sample at ``shown`` happened after the sample before it
+        # (``after``): when that was before the claim, the tick may have come as late as the
+        # claim itself, so the evidence counts up to min(shown, claim).
+        seen = [min(shown, claim.at) for after, shown in changes[claim.chain] if after < claim.at]
         heard = observers.watcher.last_before(claim.chain, claim.at)
-        last = max([*seen[-1:], *([heard] if heard is not None else [])], default=None)
+        evidence = [*seen[-1:], *([heard] if heard is not None else [])]
+        if fresh_since is not None and fresh_since <= claim.at:
+            evidence.append(fresh_since)  # the store restarted empty: all it serves is newer
+        last = max(evidence, default=None)
         age = None if last is None else claim.at - last
         if age is None or age > grace:
             claim.age = age

@@ -195,7 +195,7 @@ def redis_restart(stack: ChaosStack, down: float = 10.0) -> FaultReport:
     stack.redis.stop()
     time.sleep(down)
     stack.redis.start()
-    report.lifted = time.time()
+    report.lifted = report.empty_store_since = time.time()
     stack.wait_recovered(report, report.lifted, timeout=30)
     return checks.finish(stack, report)
 

@@ -264,17 +264,21 @@ class SurfaceSampler:
     def between(self, start: float, end: float) -> list[Sample]:
         return [s for s in list(self.samples) if start <= s.at <= end]
 
-    def data_changes(self, chain: Chain) -> list[float]:
-        """When the API served newer data of ``chain`` than the answer before (a flush that
-        changed the chain happened in between): tick evidence the group watcher may miss
-        while it re-joins a restarted Redis."""
-        changes, last = [], None
+    def data_changes(self, chain: Chain) -> list[tuple[float, float]]:
+        """When the API served newer data of ``chain`` than the answer before: (the sample
+        before, the sample that showed it) — the flush that changed the chain happened in
+        between. Tick evidence the group watcher may miss while it re-joins a restarted
+        Redis."""
+        changes: list[tuple[float, float]] = []
+        last, last_at = None, None
         for sample in list(self.samples):
-            if sample.surface != "api" or sample.chain != chain or sample.version is None:
+            if sample.surface != "api" or sample.chain != chain:
                 continue
-            if last is not None and sample.version != last:
-                changes.append(sample.at)
-            last = sample.version
+            if sample.version is not None:
+                if last is not None and last_at is not None and sample.version != last:
+                    changes.append((last_at, sample.at))
+                last = sample.version
+            last_at = sample.at
         return changes
 
 
