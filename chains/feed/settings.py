@@ -23,6 +23,7 @@ class FeedSettings:
     quiet_after: float = 5.0
     backoff_base: float = 0.5  # the first retry after a working connection waits ≤ 0.5 s
     backoff_cap: float = 30.0
+    crash_pause: float = 1.0  # the least pause before a failed worker restarts its feed
     token_poll_interval: float = 2.0
     lock_ttl: float = 10.0
     lock_margin: float = 3.0

@@ -252,7 +252,11 @@ class FeedWorker:
                 except Exception as exc:
                     crashes_in_a_row += 1
                     self.counters.crashes += 1
-                    delay = self.connection.backoff(crashes_in_a_row)
+                    # At least crash_pause: a failure that repeats must not spin, and the
+                    # error stays on the status page long enough to be seen.
+                    delay = max(
+                        self.settings.crash_pause, self.connection.backoff(crashes_in_a_row)
+                    )
                     logger.error(
                         "Feed of %s failed (%s: %s); restarting it in %.1fs",
                         self.account,
