@@ -127,10 +127,14 @@ for _model in (TrackedChain, BrokerAccount, Instrument):
     post_delete.connect(_forget, sender=_model, dispatch_uid=f"chains.api.del.{_model.__name__}")
 
 
+# The clock of the reuse (monotonic seconds); a test sets its own instead of the process's.
+clock: Callable[[], float] = time.monotonic
+
+
 def resolve(underlying: str, expiry: date | None) -> tuple[TrackedChain, date]:
     """``selectors.resolve`` reused for ``RESOLVE_SECONDS``; raises what it raises."""
     key = (underlying, expiry)
-    now = time.monotonic()
+    now = clock()
     hit = _resolved.get(key)
     if hit is not None and now - hit[0] < RESOLVE_SECONDS:
         return hit[1], hit[2]

@@ -348,8 +348,8 @@ def test_resolution_is_reused_briefly_and_forgotten_when_a_chain_is_saved(
     assert live(user_client).status_code == 200
     TrackedChain.objects.update(enabled=False)  # no signal: the cached resolution still holds
     assert live(user_client).status_code == 200
-    clock = api.time.monotonic() + api.RESOLVE_SECONDS + 0.1
-    monkeypatch.setattr(api.time, "monotonic", lambda: clock)
+    later = api.clock() + api.RESOLVE_SECONDS + 0.1
+    monkeypatch.setattr(api, "clock", lambda: later)  # this module's clock, not the process's
     assert live(user_client).status_code == 404  # expired: resolved afresh
     tracked_chain = TrackedChain.objects.get()
     tracked_chain.enabled = True
