@@ -76,3 +76,39 @@ class Disconnect(NamedTuple):
     broker: str
     reason_code: int
     reason: str
+
+
+# The field order the codecs' positional Tick builders (``tuple.__new__``, for speed) assume:
+# brokers/dhan/codec.py and brokers/upstox/codec.py check it at import. Changing Tick's fields
+# means changing this and both builders.
+TICK_LAYOUT = (
+    "broker",
+    "segment",
+    "instrument",
+    "exchange_time",
+    "ltp",
+    "ltq",
+    "volume",
+    "oi",
+    "prev_close",
+    "prev_oi",
+    "bid_price",
+    "bid_qty",
+    "ask_price",
+    "ask_qty",
+    "depth",
+    "avg_price",
+    "open",
+    "high",
+    "low",
+    "close",
+    "total_buy_qty",
+    "total_sell_qty",
+    "oi_day_high",
+    "oi_day_low",
+    "iv",
+    "delta",
+    "gamma",
+    "theta",
+    "vega",
+)

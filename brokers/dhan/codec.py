@@ -27,7 +27,7 @@ from typing import Final, TypeVar
 
 from brokers.dhan.segments import SEGMENT_BY_BYTE
 from brokers.exceptions import CodecError
-from brokers.ticks import DepthLevel, Disconnect, MarketStatus, Tick
+from brokers.ticks import TICK_LAYOUT, DepthLevel, Disconnect, MarketStatus, Tick
 
 Event = Tick | MarketStatus | Disconnect
 Buffer = bytes | bytearray | memoryview
@@ -89,38 +89,7 @@ MARKET_STATUS_CHANGED: Final = "changed"
 
 # The codec builds Ticks positionally (``tuple.__new__``) for speed; fail at import, not with
 # misplaced values, if ticks.py ever reorders or adds fields.
-_TICK_FIELDS = (
-    "broker",
-    "segment",
-    "instrument",
-    "exchange_time",
-    "ltp",
-    "ltq",
-    "volume",
-    "oi",
-    "prev_close",
-    "prev_oi",
-    "bid_price",
-    "bid_qty",
-    "ask_price",
-    "ask_qty",
-    "depth",
-    "avg_price",
-    "open",
-    "high",
-    "low",
-    "close",
-    "total_buy_qty",
-    "total_sell_qty",
-    "oi_day_high",
-    "oi_day_low",
-    "iv",
-    "delta",
-    "gamma",
-    "theta",
-    "vega",
-)
-if Tick._fields != _TICK_FIELDS:  # pragma: no cover - guards against a ticks.py change
+if Tick._fields != TICK_LAYOUT:  # pragma: no cover - guards against a ticks.py change
     raise RuntimeError("brokers.ticks.Tick changed shape: update the positional builders here")
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)

@@ -40,45 +40,14 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from brokers.exceptions import CodecError
-from brokers.ticks import DepthLevel, MarketStatus, Tick
+from brokers.ticks import TICK_LAYOUT, DepthLevel, MarketStatus, Tick
 from brokers.upstox import MarketDataFeedV3_pb2 as pb
 
 __all__ = ["BROKER", "Frame", "FrameKind", "decode_frame", "epoch_ms_to_datetime"]
 
 BROKER = "upstox"
 
-_TICK_FIELDS = (
-    "broker",
-    "segment",
-    "instrument",
-    "exchange_time",
-    "ltp",
-    "ltq",
-    "volume",
-    "oi",
-    "prev_close",
-    "prev_oi",
-    "bid_price",
-    "bid_qty",
-    "ask_price",
-    "ask_qty",
-    "depth",
-    "avg_price",
-    "open",
-    "high",
-    "low",
-    "close",
-    "total_buy_qty",
-    "total_sell_qty",
-    "oi_day_high",
-    "oi_day_low",
-    "iv",
-    "delta",
-    "gamma",
-    "theta",
-    "vega",
-)
-if Tick._fields != _TICK_FIELDS:  # the builders below fill Tick positionally
+if Tick._fields != TICK_LAYOUT:  # the builders below fill Tick positionally
     raise ImportError("brokers.ticks.Tick changed its fields: update brokers/upstox/codec.py")
 _DEPTH_FIELDS = ("bid_qty", "ask_qty", "bid_orders", "ask_orders", "bid_price", "ask_price")
 if DepthLevel._fields != _DEPTH_FIELDS:
