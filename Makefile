@@ -4,7 +4,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+# Every package is installed from a lock file (pinned, with hashes: pip --require-hashes), compiled
+# by `make lock` from the top-level requirements: requirements.txt (runtime) → requirements.lock,
+# requirements-demo.txt (+ the simulator) → requirements-demo.lock, requirements-dev.txt (+ tests)
+# → requirements-dev.lock. A stamp named after a lock's hash marks the venv as installed from it.
+lock_hash = $(shell cat $(1) 2>/dev/null | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-dev-$(call lock_hash,requirements-dev.lock)
+DEMO_STAMP := $(VENV)/.installed-demo-$(call lock_hash,requirements-demo.lock)
 KEY_FILE := .local/field_encryption.key
 
 CHROMIUM := /usr/bin/chromium
@@ -15,18 +21,57 @@ CHROMIUM := /usr/bin/chromium
 PYTEST_WORKERS ?= auto
 PYTEST := $(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile
 
-.PHONY: demo test test-fast lint typecheck browser pytest pytest-postgres proto bench clean help
+.PHONY: demo test test-fast lint typecheck audit lock lock-check browser pytest pytest-postgres proto bench clean help
 
 help:
 	@echo "make demo   — set up and run optionsite on the local simulator"
 	@echo "make test   — set up and run lint + the whole test suite"
 	@echo "make test-fast — lint + the tests that start no process (pytest -m 'not integration')"
+	@echo "make lock   — recompile the .lock files after a requirements*.txt change"
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements-dev.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	@rm -f $(VENV)/.installed-* && touch $@
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
+	@rm -f $(VENV)/.installed-dev-* && touch $@
+
+$(DEMO_STAMP): requirements-demo.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes -r requirements-demo.lock
+	@rm -f $(VENV)/.installed-demo-* && touch $@
+
+# pip-tools (pinned in requirements-dev.txt) against PyPI itself, whatever index this machine's
+# pip is configured with, so that the hashes are PyPI's. Pins already in a lock are kept (a new
+# requirement brings only what it needs); `make lock LOCK_UPGRADE=1` moves every package to its
+# newest release the requirements allow. The locks are for CPython 3.11 on Linux.
+PIP_COMPILE = env PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= CUSTOM_COMPILE_COMMAND="make lock" \
+  $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+  --no-emit-index-url --index-url https://pypi.org/simple $(if $(LOCK_UPGRADE),--upgrade)
+
+lock: $(STAMP)
+	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
+	$(PIP_COMPILE) --output-file requirements-demo.lock requirements-demo.txt
+	$(PIP_COMPILE) --output-file requirements-dev.lock requirements-dev.txt
+
+# Fails when a requirements*.txt pin is missing from its lock (edited without `make lock`).
+lock-check:
+	@$(PYTHON) .ci/check_locks.py
+
+# Known vulnerabilities in every locked package (pip-audit, pinned in requirements-dev.txt), from
+# PyPI's per-release JSON (pypi.org/pypi/NAME/VERSION/json). --strict: a package that could not
+# be audited fails the run too. Where that service does not answer (a network that lets through
+# only part of PyPI), AUDIT=auto (the default) says so in a warning and goes on; AUDIT=require
+# fails instead.
+AUDIT ?= auto
+PIP_AUDIT := $(VENV)/bin/pip-audit --strict --disable-pip --require-hashes --progress-spinner off \
+  -r requirements-dev.lock
+audit: $(STAMP) lock-check
+	@if $(PY) -c "import urllib.request as r; r.urlopen('https://pypi.org/pypi/pip/24.0/json', timeout=30)" 2>/dev/null; then \
+	  echo "$(PIP_AUDIT)"; $(PIP_AUDIT); \
+	elif [ "$(AUDIT)" = require ]; then \
+	  echo "make audit: PyPI's vulnerability data (pypi.org/pypi/NAME/VERSION/json) does not answer from here."; exit 1; \
+	else \
+	  echo "WARNING: make audit: PyPI's vulnerability data (pypi.org/pypi/NAME/VERSION/json) does not answer from here: the locked packages were NOT audited (AUDIT=require makes this an error)."; \
+	fi
 
 $(KEY_FILE):
 	@mkdir -p .local
@@ -34,7 +79,7 @@ $(KEY_FILE):
 	@chmod 600 $@
 	@echo "Generated a local demo encryption key in $@ (git-ignored)."
 
-demo: $(STAMP) $(KEY_FILE)
+demo: $(DEMO_STAMP) $(KEY_FILE)
 	DJANGO_DEBUG=1 $(PY) manage.py demo
 
 lint: $(STAMP)
@@ -66,7 +111,7 @@ pytest-postgres: $(STAMP)
 	  *) echo "== PostgreSQL pass skipped: DATABASE_URL does not point at PostgreSQL" ;; \
 	esac
 
-test: lint typecheck browser pytest pytest-postgres
+test: lint typecheck audit browser pytest pytest-postgres
 
 # The pure and unit tests: codecs, book, analytics, Black-76, selectors, API, admin, loaders…
 # Every test that starts a process is marked `integration` (tests/process_marker.py fails one

@@ -8,9 +8,10 @@ Setup: a temporary SQLite database, Redis database 13, ``manage.py runsim`` (uni
 ``--rate``; the account sim-upstox tracks the nearest expiry of NIFTY, BANKNIFTY, FINNIFTY and
 SENSEX (Upstox stamps exchange times to the millisecond; DhanHQ only to the second, too coarse
 to time a 500 ms goal); ``manage.py runfeed``; ``--daphnes`` daphne processes with
-``CHAINS_PUBLIC=1``; ``--client-procs`` processes of ``bench/_fanout_client.py`` holding the
-clients, spread evenly over the chains and the daphnes. Nothing is pinned: the processes share
-this machine's cores, as they would share a small server.
+``CHAINS_PUBLIC=1`` (and ``WS_MAX_SOCKETS_PER_IP=0``: every client is on 127.0.0.1);
+``--client-procs`` processes of ``bench/_fanout_client.py`` holding the clients, spread evenly
+over the chains and the daphnes. Nothing is pinned: the processes share this machine's cores,
+as they would share a small server.
 
 Measured over ``--seconds`` after a 10 s warm-up:
 
@@ -306,7 +307,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
-    stack = _stack.Stack(extra_env={"CHAINS_PUBLIC": "1"})
+    # Every client connects from 127.0.0.1 without a login: no per-address socket cap.
+    stack = _stack.Stack(extra_env={"CHAINS_PUBLIC": "1", "WS_MAX_SOCKETS_PER_IP": "0"})
     phases: dict[str, Any] = {}
     with stack:
         _stack.setup_django(stack)

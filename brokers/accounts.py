@@ -7,9 +7,11 @@ from __future__ import annotations
 from django.utils import timezone
 
 from .adapters import AccountConfig
-from .exceptions import FeedConfigError
+from .endpoints import current_policy
+from .exceptions import EndpointRefused, FeedConfigError
+from .fields import unreadable_secrets
 from .models import BrokerAccount
-from .registry import get_spec
+from .registry import ERROR, get_spec
 
 ADMIN = "admin → Broker accounts"
 
@@ -25,7 +27,9 @@ __all__ = [
 
 
 def load_account(name: str) -> BrokerAccount:
-    """The enabled account ``name`` with its credentials present; FeedConfigError otherwise."""
+    """The enabled account ``name`` with its credentials present and its REST and feed URLs
+    allowed (brokers.endpoints: a refused URL also marks the account ``error``);
+    FeedConfigError otherwise."""
     try:
         account = BrokerAccount.objects.get(name=name)
     except BrokerAccount.DoesNotExist:
@@ -44,6 +48,17 @@ def load_account(name: str) -> BrokerAccount:
     if not account.has_token:
         how = get_spec(account.kind).token.how_to_get(admin=ADMIN, name=name)
         raise FeedConfigError(f"Broker account {name!r} has no access token: {how}.")
+    unreadable = unreadable_secrets(account)  # a key left out of FIELD_ENCRYPTION_KEY
+    if unreadable:
+        raise FeedConfigError(" ".join(unreadable))
+    try:  # the URLs the feed, token check and REST send the token to (brokers.endpoints)
+        account.effective_rest_base_url()
+        account.effective_feed_base_url()
+    except EndpointRefused as exc:
+        message = f"Broker account {name!r} is not used: {exc.message}"
+        if (account.status, account.last_error) != (ERROR, message):
+            mark_account(name, ERROR, message)
+        raise FeedConfigError(message) from None
     return account
 
 
@@ -64,7 +79,8 @@ def account_config(name: str) -> AccountConfig:
 
 
 def config_of(account: BrokerAccount) -> AccountConfig:
-    """What an adapter needs from ``account`` (already checked by ``load_account``)."""
+    """What an adapter needs from ``account`` (already checked by ``load_account``); raises
+    EndpointRefused when its REST or feed URL is refused (brokers.endpoints)."""
     return AccountConfig(
         name=account.name,
         kind=account.kind,
@@ -72,6 +88,7 @@ def config_of(account: BrokerAccount) -> AccountConfig:
         access_token=account.access_token,
         rest_base_url=account.effective_rest_base_url(),
         feed_base_url=account.effective_feed_base_url(),
+        endpoints=current_policy(),
     )
 
 

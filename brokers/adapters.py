@@ -13,10 +13,11 @@ spends one budget. Close an adapter with ``aclose()`` in the event loop that use
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from .endpoints import EndpointPolicy
 from .exceptions import BrokerError
 from .ratelimit import SlotBook
 from .secret import Secret
@@ -43,6 +44,9 @@ class AccountConfig:
     access_token: Secret
     rest_base_url: str
     feed_base_url: str
+    # What a URL the broker hands out (Upstox's feed URI) must pass before it is used; the
+    # default allows the brokers' real hosts only (``brokers.accounts`` passes the settings').
+    endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
 
 
 @dataclass(frozen=True)

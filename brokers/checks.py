@@ -1,6 +1,7 @@
 """System checks (``python manage.py check``; ``--database default`` for the account checks).
 
-Ids: optionsite.E001… errors, optionsite.W001… warnings. Each says what to do in its hint.
+Ids: optionsite.E001… errors, optionsite.W001… warnings, brokers.E010… broker endpoints. Each
+says what to do in its hint.
 The account checks read the database, so they are tagged ``database``: Django runs them on
 ``check --database default`` and ``migrate``; ``runfeed`` runs them before it starts.
 """
@@ -13,7 +14,9 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections
 
-from .registry import get_spec
+from .endpoints import SETTING as ALLOWLIST_SETTING
+from .endpoints import account_url_problems, allowlist_problems
+from .registry import REGISTRY, get_spec
 
 ADMIN_ACCOUNTS = "admin → Broker accounts"
 
@@ -115,6 +118,51 @@ def check_accounts(
                     "master').",
                     obj=chain,
                     id="optionsite.E002",
+                )
+            )
+    return messages
+
+
+@register(Tags.security)
+def check_broker_host_allowlist(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """brokers.E011: a BROKER_HOST_ALLOWLIST entry that cannot mean a host."""
+    problems = allowlist_problems(settings.BROKER_HOST_ALLOWLIST)
+    if not problems:
+        return []
+    return [
+        Error(
+            f"{ALLOWLIST_SETTING} has entries that are not hosts: {'; '.join(problems)}.",
+            hint=f"List exact host names or '.domain' entries in {ALLOWLIST_SETTING}, comma "
+            "separated, e.g. '.dhan.co,.upstox.com'.",
+            id="brokers.E011",
+        )
+    ]
+
+
+@register(Tags.database, Tags.security)
+def check_account_endpoints(
+    app_configs: Any = None, databases: list[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """brokers.E010: an account URL in use (any account, enabled or not) that the product
+    refuses to send anything to: a host outside BROKER_HOST_ALLOWLIST, or http/ws outside
+    DEBUG (brokers.endpoints). Catches URLs written to the database past admin."""
+    if not databases or "default" not in databases or not _migrated("default"):
+        return []
+    from .models import BrokerAccount
+
+    messages: list[CheckMessage] = []
+    for account in BrokerAccount.objects.order_by("name"):
+        if account.kind not in REGISTRY:
+            continue  # the model's validation names an unknown kind
+        for field, problem in account_url_problems(account, effective=True).items():
+            messages.append(
+                Error(
+                    f"Broker account '{account.name}': {problem}",
+                    hint=f"Correct {field} in {ADMIN_ACCOUNTS} → {account.name} (blank means "
+                    f"the broker's real host), or add its host to {ALLOWLIST_SETTING} if it "
+                    "really is your broker's. Until then nothing is sent to it.",
+                    obj=account,
+                    id="brokers.E010",
                 )
             )
     return messages

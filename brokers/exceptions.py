@@ -72,6 +72,22 @@ def _rebuild_broker_error(
     )
 
 
+class EndpointRefused(BrokerError):
+    """A broker URL refused by BROKER_HOST_ALLOWLIST or the https/wss rule: nothing was sent."""
+
+    CODE = "endpoint-refused"
+
+    def __init__(self, message: str, *, broker: str) -> None:
+        super().__init__(message, broker=broker, permanent=True, code=self.CODE)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_endpoint_refused, (self.message, self.broker))
+
+
+def _rebuild_endpoint_refused(message: str, broker: str) -> EndpointRefused:
+    return EndpointRefused(message, broker=broker)
+
+
 class PayloadError(ValueError):
     """A broker answer did not have the documented shape."""
 

@@ -20,20 +20,20 @@ from datetime import date
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-import httpx
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max, ProtectedError
 
+from . import download
 from .exceptions import InstrumentFileError, InstrumentLoadError, InstrumentRefreshFailed
-from .masters import InstrumentRecord, KeepFilter
+from .masters import InstrumentRecord, KeepFilter, master_content
 from .models import BrokerAccount, Instrument
 from .registry import get_spec
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 2000
-DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, read=120.0)
+MAX_CONTENT_SETTING = "INSTRUMENT_MASTER_MAX_MB"
 _UPDATE_FIELDS = [
     "segment",
     "trading_symbol",
@@ -133,27 +133,33 @@ def instruments_load(
 ) -> LoadReport:
     """Parse ``stream`` with the account's broker parser and replace its instruments.
 
-    Returns a LoadReport. Raises InstrumentFileError (row number + reason) for a malformed
-    file and InstrumentLoadError when the result would break tracked chains or is empty; in
-    both cases nothing was changed.
+    ``stream`` may be gzip (detected by content); what it holds may not exceed
+    settings.INSTRUMENT_MASTER_MAX_BYTES. Returns a LoadReport. Raises InstrumentFileError (row
+    number + reason) for a malformed or oversized file and InstrumentLoadError when the result
+    would break tracked chains or is empty; in both cases nothing was changed.
     """
     spec = get_spec(account.kind)
     report = LoadReport(account=account.name, source=source_name)
     started = time.monotonic()
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # broker id → its row
+    content = master_content(
+        stream, max_bytes=settings.INSTRUMENT_MASTER_MAX_BYTES, setting=MAX_CONTENT_SETTING
+    )
     with transaction.atomic():
         existing = Instrument.objects.filter(account=account)
         before = existing.count()
         generation = (existing.aggregate(g=Max("load_generation"))["g"] or 0) + 1
-        records = spec.parse_master(stream, source_name, keep)
+        records = spec.parse_master(content, source_name, keep)
         upsert = _Upserter(account.pk, generation)
         for batch in _batches(records, batch_size):
             for record in batch:
                 if record.broker_id in seen:
                     raise InstrumentFileError(
-                        f"instrument id {record.broker_id} appears more than once"
+                        f"instrument id {record.broker_id} appears more than once "
+                        f"(first at row {seen[record.broker_id]})",
+                        row=record.row,
                     )
-                seen.add(record.broker_id)
+                seen[record.broker_id] = record.row
                 report.counts[(record.underlying, record.kind, record.expiry)] += 1
             upsert(batch)
         report.kept = len(seen)
@@ -250,35 +256,14 @@ class _Upserter:
 def download_master(
     url: str, dest: IO[bytes], *, on_progress: Callable[[int, int | None], None] | None = None
 ) -> int:
-    """Stream ``url`` into ``dest``; returns bytes written.
-
-    ``on_progress(bytes_so_far, total_or_None)`` is called per chunk. Raises
-    InstrumentLoadError with the URL and the HTTP status or network error.
-    """
-    written = 0
-    try:
-        with httpx.stream("GET", url, timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as resp:
-            if resp.status_code != 200:
-                raise InstrumentLoadError(
-                    f"Downloading the instrument master from {url} failed: HTTP "
-                    f"{resp.status_code}. Check the account's master URL or try again later."
-                )
-            total = (
-                int(resp.headers["content-length"]) if "content-length" in resp.headers else None
-            )
-            for chunk in resp.iter_raw():
-                dest.write(chunk)
-                written += len(chunk)
-                if on_progress is not None:
-                    on_progress(written, total)
-    except httpx.HTTPError as exc:
-        raise InstrumentLoadError(
-            f"Downloading the instrument master from {url} failed: {exc.__class__.__name__}: "
-            f"{exc}. Check the network and the account's master URL."
-        ) from exc
-    dest.flush()
-    dest.seek(0)
-    return written
+    """Stream ``url`` into ``dest`` within the download limits (``brokers.download``); returns
+    bytes written. Raises InstrumentLoadError saying why and what to do."""
+    return download.download(
+        url,
+        dest,
+        max_bytes=settings.INSTRUMENT_MASTER_MAX_DOWNLOAD_BYTES,
+        on_progress=on_progress,
+    )
 
 
 @contextlib.contextmanager
@@ -290,7 +275,8 @@ def open_master(
 ) -> Iterator[tuple[BinaryIO, str]]:
     """Yield (seekable binary stream, source name) for a local file or a downloaded URL.
 
-    The name keeps the file's suffix (``.csv``, ``.json``, ``.json.gz``) for the parsers.
+    The name keeps the file's suffix (``.csv``, ``.json``, ``.json.gz``) for the parsers. A
+    download is refused past INSTRUMENT_MASTER_MAX_DOWNLOAD_BYTES (``download_master``).
     """
     if (path is None) == (url is None):
         raise ValueError("give exactly one of path or url")

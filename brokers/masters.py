@@ -4,14 +4,22 @@ A parser (``brokers/<broker>/master.py``) streams a master file and yields ``Ins
 for the rows the ``KeepFilter`` keeps. Any malformed kept row raises ``InstrumentFileError``
 with its 1-based row number (the header is row 1 in a CSV; the first record is row 1 in JSON),
 so the loader can reject the whole file and keep the previous master.
+
+Limits keep a hostile or broken file cheap to reject: ``master_content`` gunzips and caps what a
+file decompresses to; each parser caps one record (``MAX_RECORD_BYTES``: a JSON item, a CSV row)
+and the number of records (``MAX_RECORDS``), so memory stays bounded whatever the file holds.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import Any, BinaryIO
 
 from .exceptions import InstrumentFileError
 from .exchange import IST
@@ -20,6 +28,20 @@ INDEX = "index"
 FUTURE = "future"
 OPTION = "option"
 KINDS = (INDEX, FUTURE, OPTION)
+
+# One record of a real master is well under 1 KB (a JSON item, a CSV row): 64 KB is generous.
+MAX_RECORD_BYTES = 64 * 1024
+# The real masters list a few hundred thousand records.
+MAX_RECORDS = 2_000_000
+# What a master may decompress to when a parser is called directly (the loader applies the
+# INSTRUMENT_MASTER_MAX_MB setting before that).
+MAX_CONTENT_BYTES = 2 * 1024 * 1024 * 1024
+# Parsers read in chunks of this size; a record's budget is MAX_RECORD_BYTES plus the read-ahead.
+READ_CHUNK = 16 * 1024
+RECORD_BUDGET = MAX_RECORD_BYTES + 2 * READ_CHUNK
+GZIP_MAGIC = b"\x1f\x8b"
+# A download may be a .gz file sent gzip-encoded: two layers at most.
+_MAX_GZIP_LAYERS = 2
 
 # Canonical underlying symbols for index names as brokers spell them in masters.
 INDEX_ALIASES = {
@@ -55,6 +77,7 @@ class InstrumentRecord:
     lot_size: int
     tick_size: Decimal | None  # None: the master gives none (index rows)
     exchange_token: str = ""
+    row: int = 0  # where it is in the file (as InstrumentFileError counts rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +183,123 @@ def _parse_date_text(text: str) -> date | None:
         except ValueError:
             continue
     return None
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+
+def kb(size: int) -> str:
+    """``size`` bytes in KB or MB for messages ("64 KB", "500 MB")."""
+    return f"{size / 1024 / 1024:g} MB" if size >= 1024 * 1024 else f"{size / 1024:g} KB"
+
+
+class _CappedReader(io.RawIOBase):
+    """A read-only raw stream over ``raw`` that raises InstrumentFileError(``message``) once
+    more than ``limit`` bytes were read. Closing it leaves ``raw`` open."""
+
+    def __init__(self, raw: BinaryIO, limit: int, message: str) -> None:
+        super().__init__()
+        self._raw = raw
+        self._left = limit
+        self._message = message
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._raw.read(len(buffer))
+        except _GZIP_ERRORS as exc:
+            raise _broken_gzip(exc) from exc
+        count = len(data)
+        self._left -= count
+        if self._left < 0:
+            raise InstrumentFileError(self._message)
+        buffer[:count] = data
+        return count
+
+    def readable(self) -> bool:
+        return True
+
+
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def _broken_gzip(exc: Exception) -> InstrumentFileError:
+    return InstrumentFileError(f"broken gzip stream ({exc}): download the master again")
+
+
+def master_content(stream: BinaryIO, *, max_bytes: int, setting: str) -> BinaryIO:
+    """Return a buffered binary stream of the master's content: ``stream`` itself, or what it
+    decompresses to when it is gzip (by its magic bytes, whatever the name; two layers at most).
+
+    Reading past ``max_bytes`` of content raises InstrumentFileError naming ``setting``; gzip
+    is decompressed as it is read, so a small file that would unpack to gigabytes costs
+    ``max_bytes`` of reading at most and no more memory than a buffer.
+    """
+    source = io.BufferedReader(_Unclosed(stream))
+    for _ in range(_MAX_GZIP_LAYERS):
+        try:
+            head = source.peek(2)[:2]
+        except _GZIP_ERRORS as exc:
+            raise _broken_gzip(exc) from exc
+        if head != GZIP_MAGIC:
+            break
+        source = io.BufferedReader(gzip.GzipFile(fileobj=source, mode="rb"))  # type: ignore[arg-type]
+    message = (
+        f"the file's content is larger than {kb(max_bytes)} ({setting}, after decompression): "
+        "not a broker's instrument master, or raise the setting if the broker's master really "
+        "grew that large"
+    )
+    return io.BufferedReader(_CappedReader(source, max_bytes, message), buffer_size=64 * 1024)
+
+
+class _Unclosed(io.RawIOBase):
+    """A raw view of ``raw`` that leaves it open when closed: the caller owns the file."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+
+class RecordBudget(io.RawIOBase):
+    """A raw stream over ``raw`` for parsers: raises RecordTooLarge once more than ``limit``
+    bytes were read since the parser last called ``record_done()``."""
+
+    def __init__(self, raw: BinaryIO, limit: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self.limit = limit
+        self._used = 0
+
+    def record_done(self) -> None:
+        """A record ended: the next one starts with the whole budget."""
+        self._used = 0
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        count = len(data)
+        self._used += count
+        if self._used > self.limit:
+            raise RecordTooLarge
+        buffer[:count] = data
+        return count
+
+    def readable(self) -> bool:
+        return True
+
+
+class RecordTooLarge(Exception):
+    """Internal to the parsers: one record outgrew its budget (they raise InstrumentFileError)."""
+
+
+def too_many_records(row: int, limit: int) -> InstrumentFileError:
+    """The error for a file past ``limit`` (MAX_RECORDS) records."""
+    return InstrumentFileError(
+        f"more than {limit:,} records: not a broker's instrument master", row=row
+    )

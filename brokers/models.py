@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from . import endpoints
+from .exceptions import EndpointRefused, InstrumentLoadError, LoginError
 from .exchange import Exchange
 from .fields import EncryptedSecretField
 from .registry import REGISTRY, get_spec, kind_choices
@@ -34,6 +38,11 @@ def new_notifier_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+def notifier_secret_hash(secret: str) -> str:
+    """The SHA-256 (hex) of a notifier path secret: what is stored instead of the secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 class BrokerAccount(models.Model):
     """One login at a broker: credentials, endpoints and its last known health.
 
@@ -50,18 +59,28 @@ class BrokerAccount(models.Model):
     access_token: Secret = EncryptedSecretField()
     api_secret: Secret = EncryptedSecretField(help_text="Upstox API secret (unused for DhanHQ).")
     token_expires_at = models.DateTimeField(null=True, blank=True)
+    token_issued_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the broker issued the stored token, when it said so (an older token "
+        "sent to the Upstox notifier is refused); empty: unknown.",
+    )
     upstox_user_id = models.CharField(
         max_length=64,
         blank=True,
         help_text="Upstox user id (filled by the admin login): token notifications for another "
         "user are refused.",
     )
-    notifier_secret = models.CharField(
+    notifier_secret_hash = models.CharField(
         max_length=64,
         unique=True,
-        default=new_notifier_secret,
+        null=True,
+        blank=True,
         editable=False,
-        help_text="The unguessable part of this account's Upstox notifier URL.",
+        help_text="SHA-256 (hex) of the unguessable part of this account's Upstox notifier URL; "
+        "the URL itself is shown once, when admin creates it (action 'Create a new Upstox "
+        "notifier URL'). Empty: no notifier URL, every notification is refused.",
     )
     rest_base_url = models.URLField(blank=True, help_text="Blank: the broker's real REST host.")
     feed_base_url = models.CharField(
@@ -88,20 +107,45 @@ class BrokerAccount(models.Model):
     def clean(self) -> None:
         if self.kind and self.kind not in REGISTRY:
             raise ValidationError({"kind": f"Unknown broker kind {self.kind!r}."})
+        # A host outside BROKER_HOST_ALLOWLIST, http/ws outside DEBUG (brokers.endpoints).
+        refused = endpoints.account_url_problems(self, effective=False)
+        if refused:
+            raise ValidationError(refused)
 
     # --- endpoints -----------------------------------------------------------------------
+    # Each getter returns the URL in use (blank: the broker's real host). ``checked`` (the
+    # default) first applies brokers.endpoints (BROKER_HOST_ALLOWLIST, https/wss outside
+    # DEBUG), so a URL written to the database past ``clean()`` is never used; only displays
+    # and checks pass ``checked=False``.
 
-    def effective_rest_base_url(self) -> str:
-        return self.rest_base_url or get_spec(self.kind).rest_base_url
+    def _endpoint(self, field: str, *, checked: bool) -> str:
+        url: str = getattr(self, field) or getattr(get_spec(self.kind), field)
+        if checked:
+            endpoints.check_broker_url(url, field=field, broker=self.kind)
+        return url
 
-    def effective_feed_base_url(self) -> str:
-        return self.feed_base_url or get_spec(self.kind).feed_base_url
+    def effective_rest_base_url(self, *, checked: bool = True) -> str:
+        """Raises EndpointRefused (a permanent BrokerError) when the URL is refused."""
+        return self._endpoint(endpoints.REST_BASE_URL, checked=checked)
 
-    def effective_login_base_url(self) -> str:
-        return self.login_base_url or get_spec(self.kind).login_base_url
+    def effective_feed_base_url(self, *, checked: bool = True) -> str:
+        """Raises EndpointRefused (a permanent BrokerError) when the URL is refused."""
+        return self._endpoint(endpoints.FEED_BASE_URL, checked=checked)
 
-    def effective_master_url(self) -> str:
-        return self.master_url or get_spec(self.kind).master_url
+    def effective_login_base_url(self, *, checked: bool = True) -> str:
+        """Raises LoginError (what a login's callers handle) when the URL is refused."""
+        try:
+            return self._endpoint(endpoints.LOGIN_BASE_URL, checked=checked)
+        except EndpointRefused as exc:
+            raise LoginError(f"Account '{self.name}': {exc.message}") from None
+
+    def effective_master_url(self, *, checked: bool = True) -> str:
+        """Raises InstrumentLoadError (what a master load's callers handle) when the URL is
+        refused."""
+        try:
+            return self._endpoint(endpoints.MASTER_URL, checked=checked)
+        except EndpointRefused as exc:
+            raise InstrumentLoadError(f"Account '{self.name}': {exc.message}") from None
 
     # --- credentials ----------------------------------------------------------------------
 
@@ -114,10 +158,14 @@ class BrokerAccount(models.Model):
         spec = get_spec(self.kind)
         return [spec.field_labels[f] for f in spec.required_static if not getattr(self, f)]
 
-    def set_access_token(self, token: str, *, expires_at: object = None) -> None:
-        """Store a new access token (not saved): resets a token-related failed status."""
+    def set_access_token(
+        self, token: str, *, expires_at: object = None, issued_at: object = None
+    ) -> None:
+        """Store a new access token (not saved): resets a token-related failed status.
+        ``issued_at`` None: the broker did not say when it issued the token."""
         self.access_token = Secret(token)
         self.token_expires_at = expires_at
+        self.token_issued_at = issued_at
         if token:
             if self.status in {
                 AccountStatus.TOKEN_MISSING,
@@ -129,11 +177,57 @@ class BrokerAccount(models.Model):
         else:
             self.status = AccountStatus.TOKEN_MISSING
 
+    def rotate_notifier_secret(self) -> str:
+        """Give the account a new notifier path secret (not saved) and return it: only its
+        hash is kept, so the caller shows it once; the previous notifier URL stops working."""
+        secret = new_notifier_secret()
+        self.notifier_secret_hash = notifier_secret_hash(secret)
+        return secret
+
     def token_expired(self, *, now: object = None) -> bool:
         """True when the stored token has a known expiry that has passed."""
         if self.token_expires_at is None:
             return False
         return self.token_expires_at <= (now or timezone.now())
+
+
+class TokenRequest(models.Model):
+    """An Upstox v3 token request made from admin: the notifier accepts one token for it,
+    while it is pending (not consumed) and within its validity window."""
+
+    account = models.ForeignKey(
+        BrokerAccount, on_delete=models.CASCADE, related_name="token_requests"
+    )
+    requested_at = models.DateTimeField()
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The admin user who asked for the token.",
+    )
+    valid_until = models.DateTimeField(
+        help_text="The end of the approval window the broker gave (authorization_expiry)."
+    )
+    consumed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a notification was accepted for it (or it was superseded by a newer "
+        "request); empty: pending.",
+    )
+    notification_sha256 = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 (hex) of the accepted notification's body, to name a replay.",
+    )
+
+    class Meta:
+        ordering = ["-requested_at"]
+        indexes = [models.Index(fields=["account", "consumed_at"], name="token_request_pending")]
+
+    def __str__(self) -> str:
+        return f"token request for {self.account_id and self.account.name} at {self.requested_at}"
 
 
 class InstrumentKind(models.TextChoices):

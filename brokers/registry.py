@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from .adapters import FeedAdapter
 from .dhan.adapter import DhanAdapter
-from .exceptions import BrokerError, UnknownBrokerKind
+from .exceptions import BrokerError, EndpointRefused, UnknownBrokerKind
 from .masters import InstrumentRecord, KeepFilter
 from .ratelimit import DHAN, UPSTOX, Window
 from .upstox.adapter import UpstoxAdapter
@@ -167,6 +167,7 @@ REGISTRY: dict[str, BrokerSpec] = {
             "809": AUTH_FAILED,
             "810": AUTH_FAILED,
             "no-token": AUTH_FAILED,
+            EndpointRefused.CODE: ERROR,  # a URL outside BROKER_HOST_ALLOWLIST: nothing sent
         },
         rate_limits=DHAN,
         feed_connections="5",
@@ -201,6 +202,7 @@ REGISTRY: dict[str, BrokerSpec] = {
             "UDAPI100050": TOKEN_EXPIRED,
             "UDAPI100016": AUTH_FAILED,
             "no-token": AUTH_FAILED,
+            EndpointRefused.CODE: ERROR,  # a URL outside BROKER_HOST_ALLOWLIST: nothing sent
         },
         rate_limits=UPSTOX,
         feed_connections="2 (Plus 5)",

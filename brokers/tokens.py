@@ -15,7 +15,9 @@ Per enabled account (``token_check``):
   A failed renewal sets ``error`` with what to do while the old token lasts.
 
 Every outcome updates ``status``, ``last_error`` and ``last_checked_at`` — unless the token was
-replaced while it was being checked (then the new token is left for the next check).
+replaced while it was being checked (then the new token is left for the next check). A renewal
+and a change of status (e.g. the token expired or was refused) are written to the account's
+admin history, attributed to the system user (``brokers.audit``): no person did them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from django.utils import timezone
 
 from .accounts import config_of, load_account
 from .adapters import RenewedToken, account_status_for, adapter_for
+from .audit import account_history
 from .exceptions import BrokerError, FeedConfigError, TokenCheckFailed
 from .models import AccountStatus, BrokerAccount
 from .registry import get_spec
@@ -201,6 +204,11 @@ def _renewed(name: str, label: str, old: Secret, token: RenewedToken, now: datet
         account.set_access_token(token.access_token, expires_at=token.expires_at)
         account.status, account.last_error, account.last_checked_at = AccountStatus.OK, "", now
         account.save()
+        account_history(
+            account=account,
+            message=f"Token check: renewed the {label} access token, valid until "
+            f"{_ist(token.expires_at)}.",
+        )
     logger.info("Renewed the %s access token of %s (valid until %s)", label, name, token.expires_at)
     return Verdict(True, f"{name}: {label} token renewed, valid until {_ist(token.expires_at)}")
 
@@ -224,8 +232,14 @@ def _record(
         account = BrokerAccount.objects.select_for_update().get(name=name)
         if account.access_token != checked:
             return _replaced(name)
-        if status is not None:
+        if status is not None and status != account.status:
+            before = account.get_status_display()
             account.status = status
+            account_history(
+                account=account,
+                message=f"Token check: status {before} → {account.get_status_display()}"
+                + (f": {error}" if error else "."),
+            )
         account.last_error = error[:2000]
         account.last_checked_at = now
         for field, value in changes.items():

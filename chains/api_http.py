@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 security_logger = logging.getLogger("django.security.DisallowedHost")
 
 STORE_DOWN = (
-    "The chain store (Redis) does not answer: check that Redis runs at REDIS_URL; "
-    "/status/ shows the feeds."
+    "The chain store (Redis) does not answer: an admin must check that Redis runs at "
+    "REDIS_URL; /status/ (staff) shows the feeds."
 )
 
 

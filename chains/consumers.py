@@ -10,6 +10,16 @@ sends a fresh snapshot instead (the browser does the same check and can ask
 chain's freshness) is sent when its ``status_key()`` changes. A frame that is not JSON text is
 answered with ``{"type": "error", "code": "bad_request"}`` and the socket stays open.
 
+Limits (``chains.socket_limits``, kept by ``chains.socket_guard``): a client's resyncs are
+answered by at most one snapshot a second (one asked sooner is answered when the second is
+over, more are dropped); a user may hold ``WS_MAX_SOCKETS_PER_USER`` open sockets across
+every web process (an address without a login ``WS_MAX_SOCKETS_PER_IP``), and one beyond is
+closed ``CLOSE_TOO_MANY_SOCKETS`` (4429); the session is checked every
+``WS_SESSION_CHECK_SECONDS`` and at every resync a client asks for, and a socket whose session
+ended (logout, expiry, user deactivated or deleted, password changed) is closed
+``CLOSE_UNAUTHENTICATED`` (4401). An ``error`` message naming the reason comes first; the
+browser does not reconnect after either.
+
 Closes: bad parameters 44xx with a code and reason (the browser does not retry those);
 ``CLOSE_STORE_UNAVAILABLE`` (4503) when Redis does not answer while the socket is being set up;
 ``CLOSE_SERVER_ERROR`` (4500) when this consumer fails in a way it cannot recover from (logged
@@ -43,9 +53,8 @@ from datetime import date
 from typing import Any
 from urllib.parse import parse_qs
 
-import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -54,13 +63,17 @@ from .access import may_view_chains
 from .api import parse_expiry, view_data
 from .contracts import ChainDeltaEvent, Delta, StatusMessage, delta_message, parse_chain_delta
 from .exceptions import ContractError
+from .socket_guard import (
+    CLOSE_SERVER_ERROR,
+    CLOSE_UNAUTHENTICATED,
+    SERVER_FAILED,
+    GuardedSocket,
+)
 
 logger = logging.getLogger(__name__)
 
-CLOSE_UNAUTHENTICATED = 4401
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_TRACKED = 4404
-CLOSE_SERVER_ERROR = 4500
 CLOSE_STORE_UNAVAILABLE = 4503
 STATUS_POLL_SECONDS = 2.0
 GROUP_REFRESH_SECONDS = 10.0
@@ -110,8 +123,7 @@ def delta_text(group: str | None, delta: Delta) -> str:
     return text
 
 
-class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
-    group: str | None = None
+class LiveOptionsConsumer(GuardedSocket):
     run: str | None = None
     seq: int | None = None
     as_of: str | None = None  # of the data the client has (a stale status names it)
@@ -120,7 +132,6 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
     # Redis failed since the last snapshot: the group may be lost and deltas were missed.
     resync_needed: bool = False
     joined_at: float = 0.0  # loop time of the last group_add
-    redis: aioredis.Redis | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -161,7 +172,8 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         """Accept, then either send the snapshot and a status and start the watcher, or close
-        with a named code: 44xx bad request, 4503 Redis down, 4500 anything else (logged)."""
+        with a named code: 44xx bad request, 4429 too many sockets, 4503 Redis down, 4500
+        anything else (logged)."""
         await self.accept()
         if not may_view_chains(self.scope.get("user")):
             await self._refuse(CLOSE_UNAUTHENTICATED, "unauthenticated", "Log in first.")
@@ -179,6 +191,8 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
             return
         group = store.group_name(self.chain.underlying, self.expiry)
         try:
+            if not await self._admit(store.async_client()):
+                return  # beyond the cap: closed 4429
             await self._join(group)
             await self.send_snapshot()
         except RedisError as exc:
@@ -187,20 +201,18 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
             return
         except Exception:  # an I/O boundary: log it and close with a name, never half-alive
             logger.exception("%s: a client could not be set up", group)
-            await self._refuse(CLOSE_SERVER_ERROR, "server_error", "The server failed: reconnect.")
+            await self._refuse(CLOSE_SERVER_ERROR, "server_error", SERVER_FAILED)
             return
-        self.redis = store.async_client()
         self.watcher = asyncio.create_task(self._watch(), name=f"watch {group}")
 
     async def _join(self, group: str) -> None:
-        """Join (or re-join) the chain's group; ``self.group`` is set once joined."""
+        """Join (or re-join) the chain's group; ``self.group`` is set once joined. A re-join
+        also says again that this socket is open (``socket_limits.refresh``)."""
         await self.channel_layer.group_add(group, self.channel_name)
+        if self.group is not None:
+            await self._refresh_place()
         self.group = group
         self.joined_at = asyncio.get_running_loop().time()
-
-    async def _refuse(self, code: int, name: str, message: str, **extra: Any) -> None:
-        await self.send_json({"type": "error", "code": name, "message": message, **extra})
-        await self.close(code=code, reason=message[:120])
 
     async def disconnect(self, code: int) -> None:
         if self.watcher is not None:
@@ -212,6 +224,7 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
                 await self.channel_layer.group_discard(self.group, self.channel_name)
             except RedisError as exc:  # the layer's group_expiry drops the channel soon
                 logger.warning("%s: leaving the group failed, it expires: %s", self.group, exc)
+        await self._leave()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -234,7 +247,7 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "resync" and self.group:
-            await self._resync()
+            await self._client_resync()
         else:
             await self._bad_request(RESYNC_ONLY)
 
@@ -247,6 +260,7 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
         """Read the chain and send it with its status; raises RedisError when Redis does not
         answer (nothing is sent then)."""
         async with self._snapshot_lock:
+            self.throttle.sent(asyncio.get_running_loop().time())
             view = await _view(self.chain, self.expiry)
             data = view_data(view)
             self.run = view.data["run"] if view.data is not None else None
@@ -274,7 +288,7 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
             delta: ChainDeltaEvent = parse_chain_delta(event)
         except ContractError:
             logger.exception("%s: a chain.delta message could not be read", self.group)
-            await self.close(code=CLOSE_SERVER_ERROR, reason="The server failed: reconnect.")
+            await self.close(code=CLOSE_SERVER_ERROR, reason=SERVER_FAILED)
             return
         seq = delta["seq"]
         if self.seq is None or delta["run"] != self.run:
@@ -285,7 +299,7 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
         if seq <= self.seq:
             return  # already in the snapshot this client has
         if seq != self.seq + 1:
-            if self.redis is not None:  # None: a client refused during setup, being closed
+            if self.redis is not None:  # None: a client refused before setup, being closed
                 with contextlib.suppress(RedisError):  # the counter is diagnostics only
                     await store.count_channel_gap(self.redis)
             await self._resync()
@@ -337,18 +351,30 @@ class LiveOptionsConsumer(AsyncJsonWebsocketConsumer):
         logger.info("%s: Redis answers again: group re-joined, client resynced", self.group)
 
     async def _watch(self) -> None:
-        """Every ``STATUS_POLL_SECONDS`` until cancelled: recover or poll the status. Ends only
-        by cancellation; an unexpected error is logged and closes the socket with 4500."""
+        """Every ``STATUS_POLL_SECONDS`` until cancelled: recover or poll the status; every
+        ``WS_SESSION_CHECK_SECONDS``: check the session. Ends by cancellation or when the
+        session ended (the socket is closed 4401 then); an unexpected error is logged and
+        closes the socket with 4500."""
+        loop = asyncio.get_running_loop()
+        next_poll = loop.time() + STATUS_POLL_SECONDS
+        next_check = loop.time() + settings.WS_SESSION_CHECK_SECONDS
         try:
             while True:
-                await asyncio.sleep(STATUS_POLL_SECONDS)
+                await asyncio.sleep(max(0.0, min(next_poll, next_check) - loop.time()))
+                if loop.time() >= next_check:
+                    next_check = loop.time() + settings.WS_SESSION_CHECK_SECONDS
+                    if await self._session_ended():
+                        return
+                if loop.time() < next_poll:
+                    continue
+                next_poll = loop.time() + STATUS_POLL_SECONDS
                 try:
                     await self._watch_step()
                 except RedisError as exc:
                     await self._store_unavailable(exc)
         except Exception:  # the task's boundary: never die unseen, never leave the client hanging
             logger.exception("%s: the status watcher failed; closing the socket", self.group)
-            await self.close(code=CLOSE_SERVER_ERROR, reason="The server failed: reconnect.")
+            await self.close(code=CLOSE_SERVER_ERROR, reason=SERVER_FAILED)
 
     async def _watch_step(self) -> None:
         """One watch: after a Redis failure, re-join the group and send a fresh snapshot;

@@ -257,7 +257,9 @@ def _state_words(
     retry = parse_time(feed["retry_at"])
     if state == "backoff":
         when = f" (next attempt at {clock_text(retry, now=now)})" if retry else ""
-        action = "nothing to do unless it lasts — then see /status/ and the worker's log"
+        action = (
+            "nothing to do unless it lasts — then an admin checks /status/ and the worker's log"
+        )
         return (
             "Reconnecting after a drop",
             f"The feed of {who} lost its connection{because} and is reconnecting{when}: {action}.",
@@ -309,7 +311,7 @@ def _state_words(
             f"The feed worker of {who} is {state}: {action}.",
             action,
         )
-    action = f"see /status/ and the worker's log; restart {start} if it stays so"
+    action = f"an admin checks /status/ and the worker's log; restart {start} if it stays so"
     return (state, f"The feed of {who} is not connected ({state}){because}: {action}.", action)
 
 

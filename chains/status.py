@@ -1,8 +1,12 @@
 """The status page (``/status/``) and its JSON twin (``/api/v2/status``).
 
 Both show ``status_selectors.system_status()``: accounts and their tokens, feed workers,
-chains and the periodic tasks' last outcomes. The page needs a login (redirect); the API
-answers 401 JSON to anonymous callers, never a redirect. While Redis (feeds, chains, counters)
+chains and the periodic tasks' last outcomes — for staff only (``is_staff``), as account names,
+token expiry, broker errors and process ids are nobody else's business; traders see each
+chain's state on its own page. The page sends anonymous visitors to the login (redirect) and
+answers a logged-in user who is not staff 403 with what to do; the API answers 401 JSON to
+anonymous callers (never a redirect) and 403 JSON ``{"status": "error", "code":
+"staff_only", "message"}`` to a user who is not staff. While Redis (feeds, chains, counters)
 does not answer, the API answers 503 ``{"status": "error", "code": "store_unavailable",
 "message"}`` and the page says so with status 503; both recover by themselves when Redis
 answers again.
@@ -27,6 +31,12 @@ from .api import error, http_response
 logger = logging.getLogger(__name__)
 
 STORE_UNAVAILABLE = "store_unavailable"
+STAFF_ONLY = "staff_only"
+STAFF_ONLY_MESSAGE = (
+    "The system status is for staff only: it names broker accounts, tokens and errors. The "
+    "chain pages show each chain's state; an admin can give your user Staff status in "
+    "admin → Users if you need this page."
+)
 STORE_DOWN = (
     "The chain store (Redis) does not answer, so feed workers, chains and counters cannot be "
     'shown: check that Redis runs at REDIS_URL (redis-cli -u "$REDIS_URL" ping). This '
@@ -51,6 +61,8 @@ def status_api(request: HttpRequest) -> HttpResponse:
         return http_response(
             error(401, "unauthenticated", "Log in at /accounts/login/ to see the status.")
         )
+    if not request.user.is_staff:
+        return http_response(error(403, STAFF_ONLY, STAFF_ONLY_MESSAGE))
     try:
         status = status_selectors.system_status()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -62,6 +74,9 @@ def status_api(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def status_page(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        refused = {"refused": {"code": STAFF_ONLY, "message": STAFF_ONLY_MESSAGE}}
+        return render(request, "chains/status.html", refused, status=403)
     try:
         status = status_selectors.system_status()
     except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -1,6 +1,7 @@
 """ASGI entry point: the JSON API and WebSockets to Channels consumers, other HTTP to Django.
 
-WebSocket connections are checked against ALLOWED_HOSTS (origin) and carry the session user.
+A WebSocket is accepted only from the site's own origins (scheme, host and port:
+``chains.origin``) and carries the session user.
 The chain API (``chains.api_http``) answers ahead of Django's request cycle; everything else
 (pages, admin, login, status, static files when SERVE_STATIC) goes through Django.
 """
@@ -17,11 +18,11 @@ django_asgi_app = get_asgi_application()  # sets Django up before consumers impo
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from chains.origin import site_origin_validator  # noqa: E402
 from chains.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 django_http = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
@@ -29,9 +30,7 @@ django_http = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC e
 application = ProtocolTypeRouter(
     {
         "http": URLRouter([*http_urlpatterns, re_path(r"", django_http)]),
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": site_origin_validator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 

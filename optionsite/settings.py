@@ -7,6 +7,7 @@ Every variable is read and validated here. A bad value stops startup with
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -113,6 +114,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",  # login throttling (see "login throttling" below)
+    "csp",  # Content-Security-Policy header
+    "django_otp",  # two-factor admin login, when ADMIN_REQUIRE_OTP is on
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "brokers",
     "chains",
 ]
@@ -124,13 +130,22 @@ if SIMULATOR_INSTALLED:
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "chains.middleware.StoreUnavailableMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
+]
+
+# django-axes first: it refuses a locked-out login before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "optionsite.urls"
@@ -346,11 +361,68 @@ SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
-SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", not DEBUG)
-if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+# includeSubDomains commits every subdomain of the site's domain to https, and preload asks the
+# browsers to hard-code that for years (undoing it takes months): both are a decision about the
+# whole domain, so they are opt-in, and check --deploy is not asked to recommend them.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [
+    *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+    *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+]
+BEHIND_TLS_PROXY = env_bool("DJANGO_BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# How many proxies of this site's own append the client's address to X-Forwarded-For. Login
+# throttling counts the address the outermost of them saw (chains.origin.client_ip); 0 = the
+# header is ignored (anyone can send one), the connection's address counts.
+CLIENT_IP_PROXY_COUNT = env_int("DJANGO_PROXY_COUNT", 1 if BEHIND_TLS_PROXY else 0, minimum=0)
 X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp) on every page Django renders, admin included: scripts,
+# styles, images and connections from this site only (no inline script or style: templates
+# load them from static/), no framing, no plugins, forms post to this site only. 'self' in
+# connect-src covers the page's own ws:// or wss:// origin (CSP Level 3), the live chain socket.
+# The favicon is an empty data: URL, the only image not served from static/.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# --- login throttling (django-axes) ---------------------------------------------------------
+#
+# Failed logins on /accounts/login/ and /admin/login/ are counted per client address and per
+# user name, in the database (admin → Axes → Access attempts). AXES_FAILURE_LIMIT failures lock
+# that address, or that user name from any address, out for AXES_COOLOFF_MINUTES; the correct
+# password is refused too meanwhile. An admin unlocks in admin (delete the access attempts) or
+# with `python manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS` / `axes_reset`.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]  # either one reaching the limit locks
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+# The lockout lasts the cool-off from the failure that reached the limit: attempts during it
+# are refused without extending it, so the page can say when to come back.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "chains.origin.client_ip"
+AXES_VERBOSE = False  # no configuration banner on every manage.py command; failures still log
+
+# Two-factor admin (django-otp): with ADMIN_REQUIRE_OTP on, admin asks staff for a one-time code
+# from an authenticator app (TOTP) or a recovery code after the password, and a staff user
+# without a confirmed device cannot open admin. Add each staff user's device (admin → TOTP
+# devices, scan the QR code; a recovery code: `python manage.py addstatictoken NAME`) before
+# turning it on.
+ADMIN_REQUIRE_OTP = env_bool("ADMIN_REQUIRE_OTP", False)
+OTP_TOTP_ISSUER = "optionsite"
 
 # --- product settings -------------------------------------------------------------------------
 
@@ -363,20 +435,81 @@ for _kind in INSTRUMENT_KINDS:
             f"INSTRUMENT_KINDS contains {_kind!r}: allowed are index, future, option."
         )
 INSTRUMENT_UNDERLYINGS = [u.upper() for u in env_list("INSTRUMENT_UNDERLYINGS", [])]
+# Instrument-master limits (MB): a download as sent, and what a file holds after gzip is
+# undone. The real masters are far smaller: DhanHQ's CSV ~200k rows of ~130 bytes (~30 MB),
+# Upstox's complete.json.gz a few hundred thousand records of ~550 bytes (~150-200 MB unpacked).
+# One record (JSON item, CSV row) may not exceed 64 KB (brokers/masters.py MAX_RECORD_BYTES).
+INSTRUMENT_MASTER_MAX_DOWNLOAD_BYTES = (
+    env_int("INSTRUMENT_MASTER_MAX_DOWNLOAD_MB", 200, minimum=1) * 1024 * 1024
+)
+INSTRUMENT_MASTER_MAX_BYTES = env_int("INSTRUMENT_MASTER_MAX_MB", 500, minimum=1) * 1024 * 1024
 
-# The address people reach this site at: the Upstox redirect and notifier URLs to register
-# with the broker are built from it.
-PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
-if urlsplit(PUBLIC_BASE_URL).scheme not in {"http", "https"}:
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+# The address people reach this site at (scheme, host and port; no path): the Upstox redirect
+# and notifier URLs to register with the broker are built from it, and WebSockets are accepted
+# only from it and DJANGO_CSRF_TRUSTED_ORIGINS (chains.origin). Outside debug it is required and
+# must be https://, but for a loopback address (reachable from this machine only).
+_public_base_url = env_str("PUBLIC_BASE_URL") or ""
+if not _public_base_url:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "PUBLIC_BASE_URL is not set. It is required when DJANGO_DEBUG is off: set it to the "
+            "https:// address people reach this site at, e.g. https://options.example.com"
+        )
+    _public_base_url = "http://127.0.0.1:8000"
+PUBLIC_BASE_URL = _public_base_url.rstrip("/")
+_public = urlsplit(PUBLIC_BASE_URL)
+try:
+    _public_port = _public.port  # ValueError for a port that is not a number
+except ValueError:
+    _public_port = -1
+if (
+    _public.scheme not in {"http", "https"}
+    or not _public.hostname
+    or _public_port == -1
+    or _public.path
+    or _public.query
+    or _public.fragment
+):
     raise ImproperlyConfigured(
-        f"PUBLIC_BASE_URL={PUBLIC_BASE_URL!r} must be an http(s) URL, e.g. "
+        f"PUBLIC_BASE_URL={PUBLIC_BASE_URL!r} must be an https:// address with no path, e.g. "
         "https://options.example.com"
     )
+if not DEBUG and _public.scheme != "https" and _public.hostname not in _LOOPBACK_HOSTS:
+    raise ImproperlyConfigured(
+        f"PUBLIC_BASE_URL={PUBLIC_BASE_URL!r} must start with https:// when DJANGO_DEBUG is off: "
+        "the login, the session cookie and the Upstox redirect must not cross the network in "
+        "clear. Serve the site over TLS (a proxy in front: see DJANGO_BEHIND_TLS_PROXY)."
+    )
+
+# The only hosts broker credentials and downloads may go to (REST, feed, login, instrument
+# master, and the feed address a broker hands out). An entry is an exact host name or IP, or
+# ".example.com" for that domain and its subdomains (as in ALLOWED_HOSTS; no "*" wildcard).
+# Blank URLs in an account mean the broker's real hosts, which the default lists. Outside DEBUG
+# every broker URL must also be https:// (wss:// for the feed), except to a loopback host
+# (127.0.0.1, ::1, localhost) listed here. The demo and the tests add the simulator's loopback
+# address. Rules and enforcement: brokers/endpoints.py.
+BROKER_HOST_ALLOWLIST = [
+    h.lower()
+    for h in env_list(
+        "BROKER_HOST_ALLOWLIST",
+        [".dhan.co", ".upstox.com"],
+    )
+]
 
 # Chain pages, the JSON API and the WebSocket need a login unless this is on.
 CHAINS_PUBLIC = env_bool("CHAINS_PUBLIC", False)
 # Seconds without an update before a chain page shows the stale banner.
 CHAIN_STALE_SECONDS = env_int("CHAIN_STALE_SECONDS", 10, minimum=1)
+# Live WebSocket limits (chains.socket_limits). Open sockets per logged-in user, counted in Redis
+# across every web process (0 = no cap); sockets without a login (CHAINS_PUBLIC) are counted per
+# client address instead (behind proxies, the address DJANGO_PROXY_COUNT says, as for login
+# throttling: chains.origin.client_ip). A socket beyond its cap is closed with code 4429.
+WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20, minimum=0)
+WS_MAX_SOCKETS_PER_IP = env_int("WS_MAX_SOCKETS_PER_IP", 50, minimum=0)
+# Seconds between checks that a socket's session still holds an active user (and at every resync
+# a client asks for); a socket whose session ended is closed with code 4401.
+WS_SESSION_CHECK_SECONDS = env_float("WS_SESSION_CHECK_SECONDS", 30.0, minimum=0.05)
 
 # Feed worker timings (seconds). Flushes coalesce ticks into one message per chain.
 FEED_SETTINGS = {
@@ -403,17 +536,47 @@ if DHAN_RENEW_MARGIN_HOURS >= 24:
 LOG_LEVEL = (env_str("LOG_LEVEL") or "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r}: use DEBUG, INFO, WARNING or ERROR.")
+_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _at_least(floor: str) -> str:
+    """LOG_LEVEL, but never below ``floor``."""
+    return max(LOG_LEVEL, floor, key=_LEVELS.index)
+
+
+# Every handler carries the "redact" filter (brokers.logredact): tokens, OAuth and feed codes,
+# API secrets and the notifier path secret are masked in every record, whatever library wrote
+# it. A handler added here must list it too (tests/brokers/test_logredact.py checks).
+# LOGGING_CONFIG also routes daphne's access lines, which daphne writes to stdout itself,
+# through logging (logger "daphne.access", INFO) so that they are masked as well.
+LOGGING_CONFIG = "brokers.logredact.configure_logging"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "brokers.logredact.RedactingFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"level": "INFO"},
+        # Django's own default handler for runserver lines: dropped, they go to "console".
+        "django.server": {"handlers": [], "propagate": True},
         "httpx": {"level": "WARNING"},  # httpx logs request URLs at INFO; ours redact, its don't
         "httpcore": {"level": "WARNING"},
+        # Protocol libraries are capped whatever LOG_LEVEL is: at DEBUG they log every frame
+        # and the handshake (request line and headers: the DhanHQ feed URL carries the token,
+        # the Upstox one a code), which floods the log and is the likeliest place for a
+        # secret the filter does not know the shape of. LOG_LEVEL=DEBUG is for our code.
+        "websockets": {"level": _at_least("WARNING")},
+        "asyncio": {"level": _at_least("WARNING")},
+        "aiohttp": {"level": _at_least("INFO")},  # the simulator's access lines at INFO
+        "daphne": {"level": _at_least("INFO")},  # access lines ("daphne.access") at INFO
+        "twisted": {"level": _at_least("INFO")},  # daphne's server library
     },
 }
+# Celery's worker keeps the handlers above (its own would not redact).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

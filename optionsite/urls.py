@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
+from django_otp.admin import OTPAdminSite
 
 from brokers import views as broker_views
 from chains import status as chain_status
 from chains import views as chain_views
+
+if settings.ADMIN_REQUIRE_OTP:
+    # Admin asks for a one-time code after the password (the django-otp way of switching it on).
+    admin.site.__class__ = OTPAdminSite
 
 urlpatterns = [
     path("admin/", admin.site.urls),

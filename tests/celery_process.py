@@ -23,7 +23,8 @@ STARTUP_SECONDS = 30.0
 def celery_worker() -> Iterator[Process]:
     """Start a worker (purging stale messages first); yield once it is ready; stop it."""
     app.control.purge()
-    args = ["-m", "celery", "-A", "optionsite", "worker", "--pool", "solo", "--loglevel", "INFO",
+    args = ["-m", "celery", "-A", "tests.celery_app", "worker", "--pool", "solo",
+            "--loglevel", "INFO",
             "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
     with Process(args, product_env()) as worker:
         try:

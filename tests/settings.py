@@ -16,6 +16,8 @@ os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("DJANGO_SECURE_COOKIES", "0")
 os.environ.setdefault("DJANGO_HSTS_SECONDS", "0")
+os.environ.setdefault("PUBLIC_BASE_URL", "http://127.0.0.1:8000")  # the simulator's redirect URI
+os.environ.setdefault("BROKER_HOST_ALLOWLIST", ".dhan.co,.upstox.com,127.0.0.1,localhost")
 # Redis: databases of the machine's Redis (TEST_REDIS_SERVER) of each pytest-xdist worker's own,
 # so that workers never flush or lock each other's keys; a run without xdist takes gw0's. Per
 # worker: REDIS_URL (channel layer, cache, snapshots; tests flush it), CELERY_BROKER_URL (apart,

@@ -1,6 +1,7 @@
 """DhanHQ scrip master (CSV, compact or detailed header) → ``InstrumentRecord``s. Pure Python.
 
-Streams the file row by row (bounded memory). Header and quirks are in
+Streams the file row by row, in bounded memory: a row may not outgrow ``MAX_RECORD_BYTES`` nor
+the file ``MAX_RECORDS`` rows. Header and quirks are in
 shared/docs/protocols/dhan.md §3: derivative tick sizes are paise, lot sizes are float strings,
 index rows carry the expiry ``0001-01-01``, compact expiries may carry a time of day.
 """
@@ -16,14 +17,22 @@ from ..exceptions import InstrumentFileError
 from ..masters import (
     FUTURE,
     INDEX,
+    MAX_RECORD_BYTES,
+    MAX_RECORDS,
     OPTION,
+    READ_CHUNK,
+    RECORD_BUDGET,
     InstrumentRecord,
     KeepFilter,
+    RecordBudget,
+    RecordTooLarge,
     canonical_underlying,
+    kb,
     paise_to_rupees,
     parse_decimal,
     parse_expiry,
     parse_lot_size,
+    too_many_records,
 )
 
 # Logical column → header name, per layout.
@@ -85,37 +94,66 @@ def parse_scrip_master(stream: BinaryIO, *, keep: KeepFilter) -> Iterator[Instru
     """Yield the kept rows of a Dhan scrip master read from the binary ``stream``.
 
     Raises InstrumentFileError (with the row number, header = row 1) for a missing column, a
-    short row, or a kept row with a bad number, date, option type or segment.
+    short row, a row larger than MAX_RECORD_BYTES, more than MAX_RECORDS rows, text that is not
+    UTF-8 or holds NUL bytes (a binary file), or a kept row with a bad number, date, option type
+    or segment.
     """
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    budget = RecordBudget(stream, RECORD_BUDGET)
+    text = io.TextIOWrapper(
+        io.BufferedReader(budget, buffer_size=READ_CHUNK), encoding="utf-8-sig", newline=""
+    )
     reader = csv.reader(text)
+    row_number = 0  # the last row read whole
     try:
-        header = next(reader)
-    except StopIteration:
-        raise InstrumentFileError("the file is empty", row=1) from None
-    col = _layout(header)
-    width = max(col.values()) + 1
-    underlying_col = col.get("underlying_symbol")
-    row_number = 1
-    for row in reader:
-        row_number += 1
-        if not row:
-            continue
-        if len(row) < width:
-            raise InstrumentFileError(
-                f"has {len(row)} columns, the header needs at least {width}", row=row_number
-            )
-        kind = KINDS_BY_INSTRUMENT.get(row[col["instrument"]].strip())
-        if kind is None:
-            continue
-        symbol = row[col["trading_symbol"]].strip()
-        if underlying_col is not None and row[underlying_col].strip() not in {"", "NA"}:
-            underlying = canonical_underlying(row[underlying_col])
-        else:
-            underlying = canonical_underlying(symbol.split("-", 1)[0])
-        if not keep.keeps(kind, underlying):
-            continue
-        yield _record(row, col, kind=kind, underlying=underlying, symbol=symbol, row=row_number)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise InstrumentFileError("the file is empty", row=1) from None
+        row_number = 1
+        budget.record_done()
+        _check_text(header)
+        col = _layout(header)
+        width = max(col.values()) + 1
+        underlying_col = col.get("underlying_symbol")
+        for row in reader:
+            budget.record_done()
+            row_number += 1
+            if row_number > MAX_RECORDS:
+                raise too_many_records(row_number, MAX_RECORDS)
+            if not row:
+                continue
+            if len(row) < width:
+                raise InstrumentFileError(
+                    f"has {len(row)} columns, the header needs at least {width}", row=row_number
+                )
+            kind = KINDS_BY_INSTRUMENT.get(row[col["instrument"]].strip())
+            if kind is None:
+                continue
+            symbol = row[col["trading_symbol"]].strip()
+            if underlying_col is not None and row[underlying_col].strip() not in {"", "NA"}:
+                underlying = canonical_underlying(row[underlying_col])
+            else:
+                underlying = canonical_underlying(symbol.split("-", 1)[0])
+            if not keep.keeps(kind, underlying):
+                continue
+            yield _record(row, col, kind=kind, underlying=underlying, symbol=symbol, row=row_number)
+    except RecordTooLarge:
+        raise InstrumentFileError(
+            f"a row is larger than {kb(MAX_RECORD_BYTES)}: not a DhanHQ scrip master",
+            row=row_number + 1,
+        ) from None
+    except UnicodeDecodeError:
+        raise InstrumentFileError(_BINARY, row=row_number + 1) from None
+    except csv.Error as exc:
+        raise InstrumentFileError(f"not a CSV row: {exc}", row=row_number + 1) from None
+
+
+_BINARY = "not UTF-8 text (a binary file?): give DhanHQ's scrip master CSV (.csv or .csv.gz)"
+
+
+def _check_text(header: list[str]) -> None:
+    if any("\x00" in name for name in header):
+        raise InstrumentFileError(_BINARY.replace("not UTF-8 text", "holds NUL bytes"), row=1)
 
 
 def _record(
@@ -161,4 +199,5 @@ def _record(
         lot_size=parse_lot_size(cells[col["lot_size"]], row=row, field="lot size"),
         tick_size=tick_size,
         exchange_token=security_id,
+        row=row,
     )

@@ -12,6 +12,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..adapters import AccountConfig, FeedAdapter, InstrumentRef, RestChain
+from ..endpoints import AUTHORIZED_FEED_URI
 from ..ratelimit import RateLimiter, shared_upstox_limiter
 from . import codec as upstox_codec
 from . import messages as upstox_messages
@@ -42,8 +43,11 @@ class UpstoxAdapter(FeedAdapter):
         )
 
     async def feed_url(self) -> tuple[str, str]:
+        """Raises EndpointRefused when the authorize answer points the feed at a host outside
+        BROKER_HOST_ALLOWLIST (or at ws:// outside DEBUG): a forged answer steers nothing."""
         # Feed URIs are single-use: authorize again before every connection.
         url = await self.rest.authorize_feed()
+        self.config.endpoints.check(url, field=AUTHORIZED_FEED_URI, broker=self.kind)
         return url, url.split("?", 1)[0] + "?…"
 
     def subscribe(self, index: Sequence[InstrumentRef], legs: Sequence[InstrumentRef]) -> list[Any]:

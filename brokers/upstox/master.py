@@ -1,13 +1,16 @@
 """Upstox instruments master (JSON array, optionally gzip) → ``InstrumentRecord``s. Pure Python.
 
-The file is one large JSON array; it is streamed record by record with ijson (bounded
-memory). Quirks are in shared/docs/protocols/upstox.md §4: ``expiry`` is epoch ms at
-23:59:59 IST, ``tick_size`` is paise, index records carry no lot or tick size.
+The file is one large JSON array; it is streamed record by record with ijson, in bounded
+memory: one record may not outgrow ``MAX_RECORD_BYTES`` (ijson would build a 150 MB string
+whole before yielding it; the budget stops reading long before) nor the file ``MAX_RECORDS``.
+Quirks are in shared/docs/protocols/upstox.md §4: ``expiry`` is epoch ms at 23:59:59 IST,
+``tick_size`` is paise, index records carry no lot or tick size.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -18,17 +21,25 @@ from ..exceptions import InstrumentFileError
 from ..masters import (
     FUTURE,
     INDEX,
+    MAX_CONTENT_BYTES,
+    MAX_RECORD_BYTES,
+    MAX_RECORDS,
     OPTION,
+    READ_CHUNK,
+    RECORD_BUDGET,
     InstrumentRecord,
     KeepFilter,
+    RecordBudget,
+    RecordTooLarge,
     canonical_underlying,
+    kb,
+    master_content,
     paise_to_rupees,
     parse_decimal,
     parse_expiry,
     parse_lot_size,
+    too_many_records,
 )
-
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _kind(record: dict[str, Any]) -> str | None:
@@ -46,11 +57,9 @@ def _kind(record: dict[str, Any]) -> str | None:
 
 
 def _open(stream: BinaryIO, gzipped: bool | None) -> BinaryIO:
-    if gzipped is None:
-        head = stream.read(2)
-        stream.seek(0)
-        gzipped = head == GZIP_MAGIC
-    return gzip.GzipFile(fileobj=stream, mode="rb") if gzipped else stream  # type: ignore[return-value]
+    if gzipped is False:
+        return stream
+    return master_content(stream, max_bytes=MAX_CONTENT_BYTES, setting="MAX_CONTENT_BYTES")
 
 
 def parse_instruments(
@@ -58,15 +67,20 @@ def parse_instruments(
 ) -> Iterator[InstrumentRecord]:
     """Yield the kept records of an Upstox instruments JSON array read from ``stream``.
 
-    ``gzipped=None`` detects gzip by its magic bytes (the stream must then be seekable).
-    Raises InstrumentFileError with the 1-based record number for malformed JSON, a broken
-    gzip stream, a record that is not an object, or a kept record with a missing/bad field.
+    ``gzipped=None`` detects gzip by its magic bytes. Raises InstrumentFileError with the
+    1-based record number for malformed JSON or text that is not UTF-8, a broken gzip stream,
+    a record that is not an object or is larger than MAX_RECORD_BYTES, more than MAX_RECORDS
+    records, or a kept record with a missing/bad field.
     """
-    source = _open(stream, gzipped)
+    budget = RecordBudget(_open(stream, gzipped), RECORD_BUDGET)
+    source = io.BufferedReader(budget, buffer_size=READ_CHUNK)
     number = 0
     try:
-        for record in ijson.items(source, "item", use_float=True):
+        for record in ijson.items(source, "item", use_float=True, buf_size=READ_CHUNK):
+            budget.record_done()
             number += 1
+            if number > MAX_RECORDS:
+                raise too_many_records(number, MAX_RECORDS)
             if not isinstance(record, dict):
                 raise InstrumentFileError("is not a JSON object", row=number)
             kind = _kind(record)
@@ -75,14 +89,34 @@ def parse_instruments(
             underlying = _underlying(record, kind, number)
             if keep.keeps(kind, underlying):
                 yield _record(record, kind=kind, underlying=underlying, row=number)
-    except ijson.JSONError as exc:
+    except RecordTooLarge:
         raise InstrumentFileError(
-            f"malformed JSON after this record: {exc}", row=number + 1
+            f"a record is larger than {kb(MAX_RECORD_BYTES)}: not an Upstox instruments file",
+            row=number + 1,
+        ) from None
+    except ijson.JSONError as exc:
+        where = "after this record" if number else "(a binary file?)"
+        raise InstrumentFileError(
+            f"malformed JSON {where}: {_one_line(exc)}", row=number + 1
         ) from exc
+    except UnicodeDecodeError:
+        raise InstrumentFileError(
+            "not UTF-8 text (a binary file?): give Upstox's instruments JSON (.json or .json.gz)",
+            row=number + 1,
+        ) from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise InstrumentFileError(f"broken gzip stream: {exc}", row=number + 1) from exc
     if number == 0:
         raise InstrumentFileError("no instrument records: expected a JSON array of objects", row=1)
+
+
+def _one_line(exc: Exception) -> str:
+    """ijson's messages may be bytes quoting the bad input over several lines: the first."""
+    text = exc.args[0] if exc.args else ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    lines = str(text).strip().splitlines()
+    return lines[0][:200].rstrip(".") if lines else type(exc).__name__
 
 
 def _field(record: dict[str, Any], key: str, row: int) -> Any:
@@ -149,4 +183,5 @@ def _record(record: dict[str, Any], *, kind: str, underlying: str, row: int) -> 
         lot_size=lot_size,
         tick_size=tick_size,
         exchange_token=str(record.get("exchange_token") or ""),
+        row=row,
     )

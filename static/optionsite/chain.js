@@ -340,18 +340,45 @@ function onMessage(event) {
   }
 }
 
+// Closes after which reconnecting cannot help (chains/socket_guard.py): say what to do instead.
+const REFUSED = {
+  4401: { code: "session_ended", login: true,
+    text: "Your session has ended: log in again to see live prices." },
+  4429: { code: "too_many_sockets", login: false,
+    text: "Too many live chains are open for your user or address: close other tabs of this " +
+      "site, then reload this page." },
+};
+
+function showRefusal(event) {
+  const refusal = REFUSED[event.code];
+  if (!refusal) return;
+  if (notice.hidden) { // no error message came before the close: its reason, or ours
+    notice.className = "notice " + refusal.code;
+    notice.textContent = refusal.code + ": " + (event.reason || refusal.text);
+  }
+  if (refusal.login) {
+    const link = document.createElement("a");
+    link.href = "/accounts/login/?next=" + encodeURIComponent(location.pathname + location.search);
+    link.textContent = "Log in again";
+    notice.append(" ", link);
+  }
+  notice.hidden = false;
+}
+
 function connect() {
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
   socket = new WebSocket(scheme + location.host + config.ws);
   socket.addEventListener("open", () => { retry = 0; });
   socket.addEventListener("message", onMessage);
   socket.addEventListener("close", (event) => {
+    const refused = event.code >= 4400 && event.code < 4500;
     // Without the socket nothing here is current: stale at once, until a status says otherwise.
-    fresh = staleFreshness("The connection to the server is lost" +
-      (event.code >= 4400 && event.code < 4500 ? "." : ": reconnecting\u2026"));
+    fresh = staleFreshness(REFUSED[event.code]?.text ?? ("The connection to the server is lost" +
+      (refused ? "." : ": reconnecting\u2026")));
     freshAt = Date.now();
     renderFreshness();
-    if (event.code >= 4400 && event.code < 4500) return; // refused: the notice says why
+    showRefusal(event);
+    if (refused) return; // refused (bad request, logged out, too many tabs): the notice says why
     const delay = Math.min(30000, 500 * 2 ** retry++) * (0.5 + Math.random() / 2);
     setTimeout(connect, delay);
   });

@@ -233,3 +233,58 @@ def test_token_expiry_is_none_for_anything_but_a_jwt_with_a_numeric_exp(token):
 
 def test_token_expiry_reads_exp_without_checking_the_signature():
     assert token_expiry(fake_jwt(exp=1_900_000_000)) == datetime.fromtimestamp(1_900_000_000, UTC)
+
+
+def test_changing_an_endpoint_removes_the_secrets_and_history_names_the_user(admin_client):
+    from django.contrib.admin.models import LogEntry
+
+    account = upstox_account()
+    url = reverse("admin:brokers_brokeraccount_change", args=[account.pk])
+    response = admin_client.post(
+        url, form_data(account, rest_base_url="http://127.0.0.1:8800/upstox"), follow=True
+    )
+    assert response.status_code == 200
+    account.refresh_from_db()
+    assert account.rest_base_url == "http://127.0.0.1:8800/upstox"
+    assert not account.access_token and not account.api_secret
+    assert account.status == AccountStatus.TOKEN_MISSING
+    shown = [str(m) for m in response.context["messages"]]
+    assert any("must be entered again" in m and "Enter them again" in m for m in shown), shown
+    entry = LogEntry.objects.filter(object_id=str(account.pk)).latest("action_time")
+    assert entry.user.username == "boss"
+    assert "Endpoint changed (rest_base_url)" in entry.get_change_message()
+    assert "access token and API secret were removed" in entry.get_change_message()
+    for secret in (FAKE_UPSTOX_SECRET, FAKE_UPSTOX_TOKEN):
+        assert secret not in entry.change_message
+
+
+def test_a_token_typed_with_the_endpoint_change_is_kept(admin_client):
+    account = dhan_account()
+    url = reverse("admin:brokers_brokeraccount_change", args=[account.pk])
+    admin_client.post(
+        url,
+        form_data(
+            account, feed_base_url="ws://127.0.0.1:8800/dhan/feed", new_access_token="FAKE-NEW-4"
+        ),
+    )
+    account.refresh_from_db()
+    assert account.access_token.reveal() == "FAKE-NEW-4"
+    assert account.status == AccountStatus.OK
+
+
+def test_a_foreign_endpoint_is_refused_by_the_form(admin_client):
+    account = dhan_account()
+    url = reverse("admin:brokers_brokeraccount_change", args=[account.pk])
+    response = admin_client.post(url, form_data(account, rest_base_url="https://evil.example"))
+    assert response.status_code == 200
+    assert b"is not in BROKER_HOST_ALLOWLIST" in response.content
+    account.refresh_from_db()
+    assert account.rest_base_url == "" and account.access_token.reveal() == FAKE_DHAN_TOKEN
+
+
+def test_an_account_with_a_refused_url_still_opens_in_admin(admin_client):
+    account = dhan_account()
+    BrokerAccount.objects.filter(pk=account.pk).update(master_url="https://evil.example/m.csv")
+    page = admin_client.get(reverse("admin:brokers_brokeraccount_change", args=[account.pk]))
+    assert page.status_code == 200
+    assert b"Refused, not used" in page.content

@@ -91,3 +91,37 @@ def test_underlying_tracked_by_two_accounts_is_an_error():
     found = ids()
     assert "optionsite.E003" in found
     assert "(a, b)" in found["optionsite.E003"]
+
+
+def test_an_account_url_written_to_the_database_directly_is_an_error():
+    dhan_account()
+    BrokerAccount.objects.filter(name="main").update(rest_base_url="https://evil.example/v2")
+    errors = [m for m in run_checks(databases=["default"]) if m.id == "brokers.E010"]
+    assert len(errors) == 1
+    assert errors[0].msg == (
+        "Broker account 'main': rest_base_url host 'evil.example' is not in "
+        "BROKER_HOST_ALLOWLIST: add it there if this is really your broker's host."
+    )
+    assert "admin → Broker accounts → main" in errors[0].hint
+
+
+def test_plain_http_to_a_broker_outside_debug_is_an_error(settings):
+    settings.DEBUG = False
+    upstox_account("ux")
+    BrokerAccount.objects.filter(name="ux").update(feed_base_url="ws://api.upstox.com/v3/feed")
+    errors = [m.msg for m in run_checks(databases=["default"]) if m.id == "brokers.E010"]
+    assert errors and "feed_base_url must use wss://" in errors[0]
+    settings.DEBUG = True
+    assert not [m for m in run_checks(databases=["default"]) if m.id == "brokers.E010"]
+
+
+def test_the_real_hosts_and_the_simulator_pass_the_endpoint_check():
+    dhan_account()
+    upstox_account("sim", rest_base_url="http://127.0.0.1:8800/upstox")
+    assert not [m for m in run_checks(databases=["default"]) if m.id == "brokers.E010"]
+
+
+def test_a_wildcard_in_the_allowlist_is_an_error(settings):
+    settings.BROKER_HOST_ALLOWLIST = [".dhan.co", "*"]
+    errors = [m.msg for m in run_checks() if m.id == "brokers.E011"]
+    assert errors and "there is no wildcard" in errors[0]

@@ -186,7 +186,7 @@ def test_duplicate_id_is_rejected(tmp_path):
     dhan_account()
     rows = dhan_compact_rows(EXPIRY, STRIKES)
     rows.append(list(rows[-1]))
-    with pytest.raises(CommandError, match="appears more than once"):
+    with pytest.raises(CommandError, match=rf"row {len(rows) + 1}: .* appears more than once"):
         load("main", write(tmp_path, "m.csv", csv_bytes(DHAN_COMPACT_HEADER, rows)))
 
 

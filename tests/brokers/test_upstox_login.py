@@ -4,13 +4,13 @@ forgery refused, the token notifier, and tokens never in logs or pages."""
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.urls import reverse
@@ -18,7 +18,6 @@ from django.urls import reverse
 from brokers import upstox_login
 from brokers.masters import IST
 from brokers.models import AccountStatus, BrokerAccount
-from brokers.secret import Secret
 
 pytestmark = [pytest.mark.django_db, pytest.mark.integration]
 
@@ -79,6 +78,10 @@ def test_login_stores_the_token_with_its_0330_expiry(admin_client, account, capl
     assert "Logged in to Upstox" in page
     token = account.access_token.reveal()
     assert token not in page and token not in caplog.text
+    entry = LogEntry.objects.get(object_id=str(account.pk))
+    assert entry.user.get_username() == "boss"
+    assert entry.get_change_message().startswith("Logged in to Upstox (OAuth): stored a new")
+    assert token not in entry.get_change_message()
 
 
 def test_denied_login_changes_nothing(admin_client, account):
@@ -157,77 +160,16 @@ def test_account_page_shows_the_urls_to_register(admin_client, account):
     page = admin_client.get(reverse("admin:brokers_brokeraccount_change", args=[account.pk]))
     html = page.content.decode()
     assert "http://127.0.0.1:8000/brokers/upstox/callback" in html
-    assert f"/brokers/upstox/notifier/{account.notifier_secret}/" in html
+    assert "Notifier URL for token requests: none yet" in html  # made by an admin action
     assert "Log in to Upstox" in html
 
 
-# --- the v3 token request and its notifier ------------------------------------------------------
-
-
-def notifier_body(account, **overrides) -> bytes:
-    body = {
-        "client_id": account.client_id, "user_id": "SIM0001",
-        "access_token": "FAKE-NOTIFIED-TOKEN-1", "token_type": "Bearer",
-        "expires_at": "1795300200000", "issued_at": "1795240000000",
-        "message_type": "access_token",
-    }  # fmt: skip
-    body.update(overrides)
-    return json.dumps(body).encode()
-
-
-def post_notifier(client, secret: str, body: bytes):
-    return client.post(f"/brokers/upstox/notifier/{secret}/", body, content_type="application/json")
-
-
-def test_notifier_stores_the_token(client, account, caplog):
-    caplog.set_level(logging.DEBUG)
-    account.upstox_user_id = "SIM0001"
-    account.save()
-    response = post_notifier(client, account.notifier_secret, notifier_body(account))
-    assert response.status_code == 200
-    account.refresh_from_db()
-    assert account.access_token == Secret("FAKE-NOTIFIED-TOKEN-1")
-    assert account.token_expires_at.timestamp() == 1795300200
-    assert "FAKE-NOTIFIED-TOKEN-1" not in caplog.text
-
-
-@pytest.mark.parametrize(
-    ("secret_ok", "overrides", "status", "message"),
-    [
-        (False, {}, 404, "unknown notifier address"),
-        (True, {"client_id": "someone-else"}, 400, "another API key"),
-        (True, {"user_id": "INTRUDER"}, 400, "another Upstox user"),
-        (True, {"message_type": "order_update"}, 400, "message_type"),
-        (True, {"expires_at": "tomorrow"}, 400, "epoch milliseconds"),
-    ],
-)
-def test_bad_notifications_are_refused_and_logged_without_the_token(
-    client, account, caplog, secret_ok, overrides, status, message
-):
-    caplog.set_level(logging.DEBUG)
-    account.upstox_user_id = "SIM0001"
-    account.save()
-    secret = account.notifier_secret if secret_ok else "not-the-secret"
-    response = post_notifier(client, secret, notifier_body(account, **overrides))
-    assert response.status_code == status
-    assert message in response.json()["message"]
-    assert message in caplog.text
-    assert "FAKE-NOTIFIED-TOKEN-1" not in caplog.text + response.content.decode()
-    assert not BrokerAccount.objects.get(pk=account.pk).has_token
-
-
-def test_notifier_without_known_user_is_refused(client, account):
-    response = post_notifier(client, account.notifier_secret, notifier_body(account))
-    assert response.status_code == 400
-    assert "log in once from admin" in response.json()["message"]
-
-
-def test_notifier_refuses_garbage_and_get(client, account):
-    assert post_notifier(client, account.notifier_secret, b"\xff not json").status_code == 400
-    assert client.get(f"/brokers/upstox/notifier/{account.notifier_secret}/").status_code == 405
+# --- the v3 token request (its notifier: test_notifier.py) ---------------------------------------
 
 
 def test_request_token_action_tells_where_to_approve(admin_client, account):
+    account.rotate_notifier_secret()
+    account.save()
     response = admin_client.post(
         reverse("admin:brokers_brokeraccount_changelist"),
         {"action": "request_upstox_token", "_selected_action": [account.pk]},

@@ -37,10 +37,12 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-def session_cookie() -> bytes:
-    get_user_model().objects.create_user("trader", password="pw-test-only")
+def session_cookie(*, staff: bool = False) -> bytes:
+    """The session cookie of a new logged-in user ("trader", or "admin" with ``staff``)."""
+    name = "admin" if staff else "trader"
+    user = get_user_model().objects.create_user(name, password="pw-test-only", is_staff=staff)
     client = Client()
-    assert client.login(username="trader", password="pw-test-only")
+    client.force_login(user)
     return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 

@@ -264,8 +264,8 @@ def test_reconnecting_says_so_and_never_says_start_runfeed():
     assert health.words == "Reconnecting after a drop"
     assert health.sentence == (
         "The feed of account 'main' lost its connection (ConnectionClosed: no close frame) and "
-        "is reconnecting (next attempt at 15:30:05): nothing to do unless it lasts — then see "
-        "/status/ and the worker's log."
+        "is reconnecting (next attempt at 15:30:05): nothing to do unless it lasts — then an "
+        "admin checks /status/ and the worker's log."
     )
     assert "start" not in health.sentence
 

@@ -40,12 +40,13 @@ RECOVERY_SECONDS = 20.0  # an upper bound for "by itself, within seconds": polls
 @pytest.fixture
 def outage_world(tmp_path) -> Iterator[tuple[Any, Any, bytes, RedisServer]]:
     """A NIFTY chain published on a private Redis (no feed worker status: only the snapshot),
-    a logged-in user's session cookie, and the server to stop."""
+    a logged-in staff user's session cookie (the status API is staff-only), and the server to
+    stop."""
     with RedisServer() as server, use_in_process(server):
         account = tracked(tmp_path, "dhan")
         chain = build_book(account, EXPIRY)
         publish(account, chain, feed_state=None)
-        yield account, chain, session_cookie(), server
+        yield account, chain, session_cookie(staff=True), server
 
 
 def delta(chain: Any, seq: int) -> dict[str, Any]:

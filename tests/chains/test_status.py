@@ -1,5 +1,5 @@
-"""The status page and its JSON API: who may see them, and that accounts, feed workers, chains
-and periodic tasks show what is wrong and what to do."""
+"""The status page and its JSON API: who may see them (staff only), and that accounts, feed
+workers, chains and periodic tasks show what is wrong and what to do."""
 
 from __future__ import annotations
 
@@ -31,6 +31,15 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clean_redis")]
 
 @pytest.fixture
 def user_client(client, django_user_model):
+    """A staff user's client: the status shows accounts, tokens, errors and PIDs."""
+    staff = django_user_model.objects.create_user("admin", password="x" * 12, is_staff=True)
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def trader_client(client, django_user_model):
+    """A logged-in user who is not staff: chain pages, never the status."""
     client.force_login(django_user_model.objects.create_user("trader", password="x" * 12))
     return client
 
@@ -59,6 +68,43 @@ def test_the_page_sends_anonymous_visitors_to_the_login(client):
     response = client.get("/status/")
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/?next=/status/")
+
+
+def test_the_api_answers_a_trader_who_is_not_staff_403_json_naming_what_to_do(trader_client):
+    dhan_account("main")
+    response = trader_client.get("/api/v2/status")
+    assert response.status_code == 403
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert (body["status"], body["code"]) == ("error", "staff_only")
+    assert "Staff status" in body["message"]
+    assert "main" not in response.content.decode()  # no account name, token or error leaks
+
+
+def test_the_page_answers_a_trader_who_is_not_staff_403_saying_why(trader_client):
+    main = dhan_account("main")
+    main.last_error = "DhanHQ rejected the token: paste a new one"
+    main.save()
+    response = trader_client.get("/status/")
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert "staff only" in page and "Staff status" in page
+    assert "DhanHQ rejected the token" not in page and "Broker accounts" not in page
+    assert 'href="/status/"' not in page  # the navigation does not offer it either
+
+
+def test_a_trader_still_sees_chain_state_on_the_chain_pages(trader_client, tmp_path):
+    account = tracked(tmp_path, "dhan")
+    publish(account, build_book(account, EXPIRY), feed_state=None)
+    write_feed("main", feed_record(timezone.now(), heartbeat_seconds=30.0,
+                                   last_tick_at=timezone.now().isoformat()))  # fmt: skip
+    response = trader_client.get(f"/chains/NIFTY/{EXPIRY.isoformat()}/")
+    assert response.status_code == 200
+    assert 'id="freshness" data-state="live"' in response.content.decode()
+
+
+def test_staff_see_the_status_link(user_client):
+    assert 'href="/status/"' in user_client.get("/").content.decode()
 
 
 def test_the_api_refuses_writes(user_client):

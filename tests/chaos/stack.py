@@ -64,7 +64,9 @@ for account in UNDERLYING:
     underlying, expiry = tracked_chain(account)
     chains.append({{"account": account, "broker": account.removeprefix("sim-"),
                    "underlying": underlying, "expiry": expiry.isoformat()}})
-user = get_user_model().objects.create_user("chaos", password="chaos-only-" + "x" * 12)
+# staff: the sampler reads the status API, which is staff-only
+user = get_user_model().objects.create_user("chaos", password="chaos-only-" + "x" * 12,
+                                            is_staff=True)
 client = Client()
 client.force_login(user)
 print("CHAOS " + json.dumps({{"chains": chains,

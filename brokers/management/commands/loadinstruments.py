@@ -63,7 +63,10 @@ class Command(BaseCommand):
         path: Path | None = options["file"]
         url: str | None = options["url"]
         if path is None and url is None:
-            url = account.effective_master_url()
+            try:  # the account's master URL must pass BROKER_HOST_ALLOWLIST
+                url = account.effective_master_url()
+            except InstrumentLoadError as exc:
+                raise CommandError(str(exc)) from None
         show = not options["no_progress"] and sys.stderr.isatty()
         bar = tqdm(
             disable=not show, unit="B", unit_scale=True, desc="master", file=sys.stderr, leave=False

@@ -70,6 +70,7 @@ class Command(BaseCommand):
             runsim = [python, "manage.py", "runsim", "--host", host, "--port", str(sim_port)]
             supervisor.start("simulator", [*runsim, "--upstox-redirect-uri", callback])
             wait_for_port(host, sim_port, timeout=30)
+            allow_simulator_host(host, say=self.stdout.write)
             call_command("simaccounts", url=f"http://{host}:{sim_port}", stdout=self.stdout)
             supervisor.start("feed", [python, "manage.py", "runfeed"])
             celery = [python, "-m", "celery", "-A", "optionsite"]
@@ -97,6 +98,20 @@ class Command(BaseCommand):
         if self.redis_proc is not None:
             self.redis_proc.terminate()
             self.redis_proc.wait(timeout=10)
+
+
+def allow_simulator_host(host: str, *, say: Any) -> None:
+    """Add the simulator's ``host`` to BROKER_HOST_ALLOWLIST, in this process and (through the
+    environment) in every process the demo starts, unless it is already allowed: broker URLs
+    outside the allowlist are refused (brokers.endpoints)."""
+    from brokers.endpoints import host_allowed
+
+    if host_allowed(host):
+        return
+    allowlist = [*settings.BROKER_HOST_ALLOWLIST, host.lower()]
+    settings.BROKER_HOST_ALLOWLIST = allowlist
+    os.environ["BROKER_HOST_ALLOWLIST"] = ",".join(allowlist)
+    say(f"The demo adds the simulator's host {host} to BROKER_HOST_ALLOWLIST.")
 
 
 def port_free(host: str, port: int) -> bool:

@@ -15,6 +15,7 @@ import httpx
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from brokers.endpoints import current_policy
 from brokers.exceptions import InstrumentFileError, InstrumentLoadError
 from brokers.loading import instruments_load, open_master
 from brokers.masters import KeepFilter
@@ -54,20 +55,29 @@ class Command(BaseCommand):
         base = options["url"].rstrip("/")
         if not base.startswith(("http://", "https://")):
             raise CommandError(f"--url must be http(s)://HOST:PORT of the simulator, got {base!r}")
-        self._check_simulator(base)
         ws = "ws" + base[4:]
+        dhan_urls = {
+            "rest_base_url": f"{base}/dhan",
+            "feed_base_url": f"{ws}/dhan/feed",
+            "login_base_url": f"{base}/dhan",
+            "master_url": f"{base}/dhan/api-data/api-scrip-master.csv",
+        }
+        upstox_urls = {
+            "rest_base_url": f"{base}/upstox",
+            "feed_base_url": f"{ws}/upstox/v3/feed/market-data-feed",
+            "login_base_url": f"{base}/upstox",
+            "master_url": f"{base}/upstox/market-quote/instruments/exchange/complete.json.gz",
+        }
+        self._check_allowed(dhan_urls)
+        self._check_allowed(upstox_urls)
+        self._check_simulator(base)
         dhan = self._account(
             "sim-dhan",
             BrokerKind.DHAN,  # type: ignore[arg-type]  # a TextChoices member is a str
             client_id=options["dhan_client_id"],
             token=options["dhan_token"],
             secret=None,
-            urls={
-                "rest_base_url": f"{base}/dhan",
-                "feed_base_url": f"{ws}/dhan/feed",
-                "login_base_url": f"{base}/dhan",
-                "master_url": f"{base}/dhan/api-data/api-scrip-master.csv",
-            },
+            urls=dhan_urls,
         )
         upstox = self._account(
             "sim-upstox",
@@ -75,12 +85,7 @@ class Command(BaseCommand):
             client_id=options["upstox_api_key"],
             token=options["upstox_token"],
             secret=options["upstox_api_secret"],
-            urls={
-                "rest_base_url": f"{base}/upstox",
-                "feed_base_url": f"{ws}/upstox/v3/feed/market-data-feed",
-                "login_base_url": f"{base}/upstox",
-                "master_url": f"{base}/upstox/market-quote/instruments/exchange/complete.json.gz",
-            },
+            urls=upstox_urls,
         )
         if options["skip_masters"]:
             return
@@ -88,6 +93,18 @@ class Command(BaseCommand):
             self._load(account)
             self._track(account)
         self.stdout.write(self.style.SUCCESS(f"Accounts sim-dhan and sim-upstox use {base}."))
+
+    def _check_allowed(self, urls: dict[str, str]) -> None:
+        """CommandError unless the feed and the token check will use ``urls`` (the simulator
+        must be on a host in BROKER_HOST_ALLOWLIST; over http only on loopback or in DEBUG)."""
+        policy = current_policy()
+        for field, value in urls.items():
+            problem = policy.problem(value, field=field)
+            if problem is not None:
+                raise CommandError(
+                    f"{problem} Run the simulator on 127.0.0.1 and keep 127.0.0.1 in "
+                    "BROKER_HOST_ALLOWLIST. Nothing changed."
+                )
 
     def _check_simulator(self, base: str) -> None:
         try:
@@ -124,6 +141,9 @@ class Command(BaseCommand):
         changes = [field for field, value in urls.items() if getattr(account, field) != value]
         for field, value in urls.items():
             setattr(account, field, value)
+        if changes and not created:
+            # A changed endpoint removes the stored secrets (brokers.endpoints): set them again.
+            account.save()
         if account.client_id != client_id:
             account.client_id = client_id
             changes.append("client id")
