@@ -136,6 +136,12 @@ def _transport() -> httpx.HTTPTransport:
 
 def _same_host_only(origin: httpx.URL) -> Callable[[httpx.Request], None]:
     def check(request: httpx.Request) -> None:
+        if origin.scheme == "https" and request.url.scheme != "https":
+            raise InstrumentLoadError(
+                f"Refused the instrument master download from {origin.host!r}: it redirected "
+                f"from https to {request.url.scheme}. Set the account's master URL to the "
+                "file's final https address."
+            )
         if request.url.host != origin.host:
             raise InstrumentLoadError(
                 f"Refused the instrument master download from {origin.host!r}: it redirected to "

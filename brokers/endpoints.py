@@ -137,6 +137,12 @@ class EndpointPolicy:
                 f"{field} must not contain a user name or password ('user:pass@'): enter the "
                 "credentials in their own fields, never in a URL."
             )
+        if parts.fragment or url.endswith("#"):
+            return f"{field} must not contain a '#' fragment: enter a plain URL."
+        if (parts.query or url.endswith("?")) and field != AUTHORIZED_FEED_URI:
+            # Queries are added by the code that uses a base URL (the DhanHQ feed's carries the
+            # token); one typed into a base URL would be garbled into theirs.
+            return f"{field} must not contain a '?' query: enter the URL without one."
         host = parts.hostname or ""
         try:
             parts.port  # noqa: B018 - a bad port raises ValueError here

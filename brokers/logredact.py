@@ -52,7 +52,10 @@ _HEADER = re.compile(
 )
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/=]+")
 _NOTIFIER_PATH = re.compile(r"(?i)(/upstox/notifier/)[^/?#\s\"'<>]+")
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)?")
+# A JWT's header segment is short (base64 of a small JSON object): bounding it, and matching
+# possessively, keeps every attempt short, so text made of many "eyJ"s (a request line an
+# attacker sends) costs linear time, not quadratic.
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,512}+\.[A-Za-z0-9_-]{4,}+(?:\.[A-Za-z0-9_-]*+)?")
 
 _remembered: dict[str, None] = {}  # insertion-ordered set
 _remembered_lock = threading.Lock()

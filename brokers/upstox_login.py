@@ -32,10 +32,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .audit import account_history
-from .exceptions import BrokerError, LoginError, NotifierRefused
+from .exceptions import BrokerError, EndpointRefused, LoginError, NotifierRefused
 from .models import AccountStatus, BrokerAccount, BrokerKind, TokenRequest, notifier_secret_hash
+from .secret import Secret
 from .upstox.answers import (
     UpstoxNotifierToken,
+    UpstoxProfile,
     UpstoxToken,
     UpstoxTokenRequest,
     parse_notifier_payload,
@@ -324,6 +326,34 @@ def _refuse_older(account: BrokerAccount, note: UpstoxNotifierToken) -> None:
         )
 
 
+def _verify_at_broker(account: BrokerAccount, note: UpstoxNotifierToken) -> None:
+    """Ask Upstox whose token this is (its profile) before storing it: whoever learned the
+    notifier URL could otherwise post any string in the right shape while a request is pending
+    and replace a working token. Raises NotifierRefused when Upstox does not accept the token
+    or it belongs to another user."""
+
+    try:
+        base_url = account.effective_rest_base_url()
+    except EndpointRefused as exc:  # the account's REST URL breaks BROKER_HOST_ALLOWLIST
+        raise NotifierRefused(f"{account.name}: {exc.message} Nothing was sent.") from None
+
+    async def call() -> UpstoxProfile:
+        async with UpstoxRestClient(base_url, access_token=Secret(note.access_token)) as client:
+            return await client.profile()
+
+    try:
+        profile = async_to_sync(call)()
+    except BrokerError as exc:
+        raise NotifierRefused(
+            f"{account.name}: Upstox does not accept the notified token ({exc.message})"
+        ) from None
+    if profile.user_id != account.upstox_user_id:
+        raise NotifierRefused(
+            f"{account.name}: the notified token belongs to another Upstox user "
+            f"({profile.user_id[:20]!r})"
+        )
+
+
 def accept_notification(secret: str, body: bytes, *, now: datetime | None = None) -> BrokerAccount:
     """Store the token an Upstox notifier POST carries, consuming the pending token request it
     answers. Returns the account.
@@ -341,6 +371,8 @@ def accept_notification(secret: str, body: bytes, *, now: datetime | None = None
     pending = _pending_request(account, now)
     try:
         note, request = _checked(account, body, digest, pending, now)
+        _refuse_older(account, note)  # cheap first; again under the row lock below
+        _verify_at_broker(account, note)
         with transaction.atomic():
             account = BrokerAccount.objects.select_for_update().get(pk=account.pk)
             _refuse_older(account, note)

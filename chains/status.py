@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import redis
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -35,7 +36,8 @@ STAFF_ONLY = "staff_only"
 STAFF_ONLY_MESSAGE = (
     "The system status is for staff only: it names broker accounts, tokens and errors. The "
     "chain pages show each chain's state; an admin can give your user Staff status in "
-    "admin → Users if you need this page."
+    "admin → Users if you need this page (with two-factor admin on, log in through admin with "
+    "your one-time code)."
 )
 STORE_DOWN = (
     "The chain store (Redis) does not answer, so feed workers, chains and counters cannot be "
@@ -55,13 +57,20 @@ _TIMES = (
 )
 
 
+def staff_verified(user: Any) -> bool:
+    """Staff, and with ADMIN_REQUIRE_OTP a login confirmed by a one-time code (admin's rule)."""
+    if not user.is_staff:
+        return False
+    return not settings.ADMIN_REQUIRE_OTP or user.is_verified()
+
+
 @require_GET
 def status_api(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return http_response(
             error(401, "unauthenticated", "Log in at /accounts/login/ to see the status.")
         )
-    if not request.user.is_staff:
+    if not staff_verified(request.user):
         return http_response(error(403, STAFF_ONLY, STAFF_ONLY_MESSAGE))
     try:
         status = status_selectors.system_status()
@@ -74,7 +83,7 @@ def status_api(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def status_page(request: HttpRequest) -> HttpResponse:
-    if not request.user.is_staff:
+    if not staff_verified(request.user):
         refused = {"refused": {"code": STAFF_ONLY, "message": STAFF_ONLY_MESSAGE}}
         return render(request, "chains/status.html", refused, status=403)
     try:

@@ -1,10 +1,12 @@
-"""The Upstox notifier's path secret is kept only as its SHA-256 (existing secrets are hashed,
-so registered notifier URLs keep working); the stored token's issue time; the token requests
-made from admin that the notifier accepts one token for."""
+"""The Upstox notifier's path secret is kept only as its SHA-256; the stored token's issue time;
+the token requests made from admin that the notifier accepts one token for.
+
+Existing notifier URLs are retired, not hashed: before this release their secrets were written
+in plain text to access logs (daphne's, a proxy's) and error logs, so anyone who read a log
+could use them. After upgrading, an admin runs "Create a new Upstox notifier URL" and registers
+the new URL with the Upstox app."""
 
 from __future__ import annotations
-
-import hashlib
 
 import django.db.models.deletion
 from django.conf import settings
@@ -13,12 +15,9 @@ from django.db import migrations, models
 import brokers.models
 
 
-def hash_notifier_secrets(apps, schema_editor):
+def retire_notifier_secrets(apps, schema_editor):
     account_model = apps.get_model("brokers", "BrokerAccount")
-    for account in account_model.objects.exclude(notifier_secret__isnull=True):
-        account.notifier_secret_hash = hashlib.sha256(account.notifier_secret.encode()).hexdigest()
-        account.notifier_secret = None
-        account.save(update_fields=["notifier_secret_hash", "notifier_secret"])
+    account_model.objects.update(notifier_secret=None)
 
 
 def new_notifier_secrets(apps, schema_editor):
@@ -46,7 +45,7 @@ class Migration(migrations.Migration):
             name="notifier_secret",
             field=models.CharField(editable=False, max_length=64, null=True),
         ),
-        migrations.RunPython(hash_notifier_secrets, new_notifier_secrets),
+        migrations.RunPython(retire_notifier_secrets, new_notifier_secrets),
         migrations.RemoveField(model_name="brokeraccount", name="notifier_secret"),
         migrations.AlterField(
             model_name="brokeraccount",

@@ -203,7 +203,8 @@ def parse_notifier_payload(body: bytes) -> UpstoxNotifierToken:
         )
     times = {}
     for key in ("expires_at", "issued_at"):
-        if not payload[key].isdigit():
+        # 13 digits: epoch milliseconds until the year 2286; more would overflow a datetime.
+        if not (payload[key].isascii() and payload[key].isdigit() and len(payload[key]) <= 13):
             raise ValueError(f"Upstox notifier {key} is not epoch milliseconds")
         times[key] = datetime.fromtimestamp(int(payload[key]) / 1000, tz=UTC)
     return UpstoxNotifierToken(

@@ -185,7 +185,11 @@ class FeedCheck:
             ws = await connect(
                 url, open_timeout=self.timeout, ping_interval=None, max_size=2**23, close_timeout=2
             )
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+        except InvalidURI:
+            # Its message repeats the whole URL, which carries the DhanHQ token or a code.
+            detail = f"cannot open {safe_url}: InvalidURI (the broker's feed address is malformed)"
+            raise _Failed(CONNECTED, detail, FIXES[CONNECTED]) from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
             detail = f"cannot open {safe_url}: {type(exc).__name__}: {exc}"
             raise _Failed(CONNECTED, detail, FIXES[CONNECTED]) from None
         spec = get_spec(adapter.kind)

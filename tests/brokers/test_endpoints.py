@@ -101,6 +101,24 @@ def test_the_feed_needs_a_websocket_url_and_rest_an_http_one() -> None:
     assert "https://" in str(POLICY.problem("wss://api.dhan.co", field="rest_base_url"))
 
 
+@pytest.mark.parametrize(
+    ("url", "field", "words"),
+    [
+        ("wss://api-feed.dhan.co/#x", "feed_base_url", "fragment"),
+        ("https://api.dhan.co#", "rest_base_url", "fragment"),
+        ("https://api.dhan.co/?a=1", "rest_base_url", "query"),
+        ("wss://api-feed.dhan.co?token=x", "feed_base_url", "query"),
+        ("wss://api.upstox.com/feeds?code=x#y", AUTHORIZED_FEED_URI, "fragment"),
+    ],
+)
+def test_a_fragment_or_a_query_in_a_base_url_is_refused(url: str, field: str, words: str) -> None:
+    """A '#' would cut off what the feed code appends (the DhanHQ token would land in an error
+    message naming the URL); only the broker's single-use feed address carries a query."""
+    problem = POLICY.problem(url, field=field)
+    assert problem is not None and words in problem
+    assert POLICY.problem("wss://api.upstox.com/feeds?code=x", field=AUTHORIZED_FEED_URI) is None
+
+
 def test_user_and_password_in_a_url_are_refused_without_echoing_them() -> None:
     problem = POLICY.problem("https://me:FAKE-PASSWORD@api.dhan.co", field="rest_base_url")
     assert problem is not None and "user name or password" in problem

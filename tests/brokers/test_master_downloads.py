@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import httpx
 import pytest
 from django.core.management import CommandError, call_command
 
-from brokers.download import address_refusal
+from brokers.download import _same_host_only, address_refusal
+from brokers.exceptions import InstrumentLoadError
 from brokers.models import Instrument
 
 from .factories import (
@@ -268,6 +270,14 @@ def test_redirect_on_the_same_host_is_followed(serve, loopback_allowed):
     )
     load_url("main", f"{server.url}/old.csv")
     assert Instrument.objects.filter(account=account, kind="option").count() == 10
+
+
+def test_a_redirect_from_https_to_plain_http_is_refused():
+    """The redirect hook on its own: this suite's servers speak plain http only."""
+    check = _same_host_only(httpx.URL("https://images.dhan.co/api-data/master.csv"))
+    with pytest.raises(InstrumentLoadError, match="from https to http"):
+        check(httpx.Request("GET", "http://images.dhan.co/api-data/master.csv"))
+    check(httpx.Request("GET", "https://images.dhan.co/api-data/other.csv"))  # same host, https
 
 
 def test_loopback_address_is_refused_unless_allowlisted(serve, settings):

@@ -260,6 +260,23 @@ def test_a_token_older_than_the_stored_one_is_refused(admin_client, client, acco
     assert unchanged(account)
 
 
+def test_a_fresh_well_formed_token_the_broker_does_not_know_is_refused(
+    admin_client, client, account
+):
+    """Whoever learned the notifier URL posts a token in the right shape while a request is
+    pending: the token is checked at the broker (its profile) before it is stored."""
+    secret = new_notifier_secret(admin_client, account)
+    request_token(admin_client, account)
+    account.refresh_from_db()
+    response = post(client, secret, forged_body(account))
+    assert response.status_code == 400
+    assert "Upstox does not accept the notified token" in response.json()["message"]
+    assert "FAKE-FORGED-TOKEN-1" not in response.content.decode()
+    assert unchanged(account)
+    # The request is still pending: the genuine delivery is not locked out by the forgery.
+    assert TokenRequest.objects.filter(account=account, consumed_at__isnull=True).exists()
+
+
 def test_a_token_issued_before_the_request_is_refused(admin_client, client, account):
     secret = new_notifier_secret(admin_client, account)
     request_token(admin_client, account)

@@ -103,6 +103,17 @@ def test_a_trader_still_sees_chain_state_on_the_chain_pages(trader_client, tmp_p
     assert 'id="freshness" data-state="live"' in response.content.decode()
 
 
+def test_with_two_factor_required_staff_need_a_confirmed_code(client, django_user_model, settings):
+    settings.ADMIN_REQUIRE_OTP = True
+    dhan_account("main")
+    client.force_login(django_user_model.objects.create_user("clerk", is_staff=True))
+    # A password-only login (e.g. through /accounts/login/) is not verified by a one-time code.
+    assert client.get("/api/v2/status").status_code == 403
+    assert client.get("/status/").status_code == 403
+    settings.ADMIN_REQUIRE_OTP = False
+    assert client.get("/api/v2/status").status_code == 200
+
+
 def test_staff_see_the_status_link(user_client):
     assert 'href="/status/"' in user_client.get("/").content.decode()
 
@@ -154,6 +165,22 @@ def test_a_running_feed_worker_shows_its_counters(user_client, clean_redis):
     assert feed["decode_errors"] == 3 and feed["last_frame_age"] == 0.1
     assert (feed["connected"], feed["words"], feed["action"]) == (True, "Connected", "")
     assert data["channel_gaps"] == 4
+
+
+def test_failed_history_writes_are_shown_with_what_to_do(user_client):
+    dhan_account("main")
+    error = "Writing the 10:01 minute bars failed (OperationalError: refused): check DATABASE_URL"
+    write_feed("main", feed_record(timezone.now(), heartbeat_seconds=30.0, history_bars=120,
+                                   history_errors=2, history_last_error=error,
+                                   history_last_minute="2026-12-07T10:03:00+05:30"))  # fmt: skip
+    (feed,) = api(user_client)["feeds"]
+    assert (feed["history_errors"], feed["history_last_error"]) == (2, error)
+    assert feed["history_last_minute"] == "2026-12-07T10:03:00+05:30"
+    page = user_client.get("/status/").content.decode()
+    assert "recorded to 10:03" in page and "2 failed: Writing the 10:01 minute bars" in page
+    write_feed("main", feed_record(timezone.now(), heartbeat_seconds=30.0,
+                                   history_recording=False))  # fmt: skip
+    assert "off (HISTORY_RECORDING)" in user_client.get("/status/").content.decode()
 
 
 def test_a_feed_worker_whose_heartbeat_stopped_is_not_reported_live(user_client):

@@ -6,13 +6,15 @@ Django's "Not Found" warnings included)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import httpx
 import pytest
 
 from brokers.models import BrokerAccount
 from tests.chains.feed.conftest import wait_ready
-from tests.processes import daphne, eventually, free_port, runfeed
+from tests.processes import daphne, eventually, free_port, product_env, runfeed
 from tests.sim_process import DEMO
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
@@ -71,3 +73,26 @@ def test_daphne_at_debug_logs_no_notifier_secret_and_no_oauth_code():
     assert '"POST /brokers/upstox/notifier/***/" 404' in output  # daphne's access lines
     assert '"GET /brokers/upstox/callback?code=***&state=FAKE-state" 302' in output
     assert_no_secret(output, FAKE_NOTIFIER_SECRET, FAKE_OAUTH_CODE)
+
+
+CELERY_LOGGING = """
+import django, logging
+django.setup()
+from optionsite.celery import app
+app.log.setup(loglevel="DEBUG")  # what `celery worker` does at start
+from celery.utils.log import get_task_logger
+get_task_logger("chains.tasks").warning("renewing with token=FAKE-TASK-TOKEN-1234567890")
+"""
+
+
+def test_a_celery_task_logger_redacts_too():
+    """Celery would add its own (unfiltered) handlers to its task loggers; optionsite.celery
+    keeps the site's logging instead."""
+    env = product_env(LOG_LEVEL="DEBUG")
+    done = subprocess.run(
+        [sys.executable, "-c", CELERY_LOGGING], env=env, capture_output=True, text=True, timeout=120
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-2000:]
+    assert "renewing with token=" in output
+    assert_no_secret(output, "FAKE-TASK-TOKEN-1234567890")

@@ -409,6 +409,8 @@ def test_notifier_payload_parses_into_a_token() -> None:
         (notifier_body(user_id=""), "user_id"),
         (notifier_body(expires_at=1740769200000), "expires_at"),
         (notifier_body(issued_at="yesterday"), "issued_at"),
+        (notifier_body(issued_at="9" * 30), "issued_at"),  # would overflow a datetime
+        (notifier_body(expires_at="١٧٤٠٧٦٩٢٠٠٠٠٠"), "expires_at"),  # non-ASCII digits
     ],
 )
 def test_bad_notifier_payload_raises_a_clear_value_error_without_the_token(
