@@ -1,25 +1,31 @@
 """The exchange simulator's application: the shared state, the tick scheduler.
 
 ``build_app(config)`` returns one ``aiohttp.web.Application`` serving both brokers' REST APIs,
-feeds and masters plus the ``/sim`` control API on one port. The scheduler only decides *how
-many* market steps are due (``ticks_per_second`` × elapsed time); the events themselves come
-from the seeded ``Market``, so a seed gives the same event sequence however the steps are
-batched. With ``ticks_per_second=0`` the market moves only on ``POST /sim/step``; ``POST
-/sim/rate`` changes the rate while running. ``POST /sim/tape`` has the market's events
-generated ahead of time and replayed (``market.Tape``), for load tests beyond what the model
-generates live on one core.
+feeds and masters plus the ``/sim`` control API on one port. Everything follows the simulated
+exchange clock (``clock.SimClock``: ``start`` + ``speed`` × real time): market step *n* happens
+at simulated time ``start + n × speed / ticks_per_second``, and each scheduler beat runs the
+steps due up to the clock's time now. The events come from the seeded ``Market``, so a seed,
+start and step give the same events at the same simulated times however the steps are
+batched; a scheduler that cannot keep up holds the clock back rather than skip events. With
+``ticks_per_second=0`` the market moves only on ``POST /sim/step``; ``POST /sim/rate``
+changes the rate while running. ``POST /sim/tape`` has the market's events generated ahead of
+time and replayed (``tape.Tape``), for load tests beyond what the model generates live on
+one core.
 
-The market status follows the product's exchange calendar (``session.Session``) on the market
-clock: open around the clock by default, the exchange's hours with ``exchange_hours``, closed
-all day when ``holiday`` names the simulator's today a trading holiday. A change is announced
-on both feeds (an Upstox market_info frame, a Dhan market-status packet); a ``market`` fault
-overrides the status until the session's next change.
+The market status follows the product's exchange calendar (``session.Session``) on the
+simulated clock, changing at the exact simulated instant whatever the beat (steps stop before
+15:30:00 and start after 09:15:00): open around the clock by default, the exchange's hours
+with ``exchange_hours``, closed all day when ``holiday`` names the simulator's today a trading
+holiday. A change is announced on both feeds (an Upstox market_info frame, a Dhan
+market-status packet); a ``market`` fault overrides the status until the session's next
+change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -30,6 +36,7 @@ from aiohttp import web
 from brokers.exchange import IST
 
 from .auth import UPSTOX_USER_ID, Auth
+from .clock import SimClock
 from .config import SimConfig
 from .control import notify
 from .control import routes as control_routes
@@ -37,8 +44,10 @@ from .dhan_feed import DhanFeed
 from .dhan_rest import DhanRest, dhan_error
 from .faults import Faults
 from .limits import ServerLimits
-from .market import Market, Tape
+from .market import Market
 from .session import Session
+from .tape import Tape
+from .truth import Truth
 from .universe import INDEX, Universe
 from .upstox_feed import UpstoxFeed
 from .upstox_rest import FEED_PATH, UpstoxRest, upstox_error
@@ -46,7 +55,7 @@ from .upstox_rest import FEED_PATH, UpstoxRest, upstox_error
 logger = logging.getLogger(__name__)
 
 MANUAL_STEP_SECONDS = 0.001  # the virtual time of one step when the market moves only on command
-MAX_BACKLOG_SECONDS = 0.5  # a scheduler that fell further behind skips ahead (counted)
+MAX_BACKLOG_SECONDS = 0.5  # a scheduler further behind holds the clock back (counted)
 
 
 SIM = web.AppKey("simulator", object)
@@ -66,9 +75,8 @@ class Simulator:
 
     def _fresh(self) -> None:
         config = self.config
-        wall = time.time()
-        start = config.start.timestamp() if config.start is not None else wall
-        self.clock_offset = wall - start  # wall clock − market clock
+        start = config.start.timestamp() if config.start is not None else time.time()
+        self.clock = SimClock(start, speed=config.speed)
         self.universe = Universe(
             datetime.fromtimestamp(start, UTC),
             strikes=config.strikes,
@@ -80,8 +88,10 @@ class Simulator:
             self.universe,
             seed=config.seed,
             start=start,
-            step_seconds=1.0 / rate if rate > 0 else MANUAL_STEP_SECONDS,
+            step_seconds=self._step_seconds(rate),
         )
+        self.truth = Truth(self.market)
+        self.market.on_minute = self.truth.record
         self.tape: Tape | None = None
         today = datetime.fromtimestamp(start, IST).date()
         self.session = Session(
@@ -101,8 +111,7 @@ class Simulator:
         self.faults.market_status = self._session_status = self.session.upstox_status(start)
         self.beats = 0
         self._cache: dict[str, bytes] = {}
-        self._anchor: float | None = None
-        self._done = 0
+        self._change: tuple[float, float | None] | None = None  # (from, next session change)
         self.skipped_steps = 0
         self.ticks_generated = 0
         self._rate_window: list[tuple[float, int]] = []
@@ -147,11 +156,12 @@ class Simulator:
         if ticks_per_second < 0:
             raise ValueError(f"ticks_per_second must be 0 or more, got {ticks_per_second}")
         self.rate = ticks_per_second
-        self.market.set_step_seconds(
-            1.0 / ticks_per_second if ticks_per_second > 0 else MANUAL_STEP_SECONDS
-        )
-        self._anchor = None  # count due steps afresh from the next beat
+        self.market.set_step_seconds(self._step_seconds(ticks_per_second))
         self._rate_window.clear()
+
+    def _step_seconds(self, rate: int) -> float:
+        """The simulated time of one step at ``rate`` steps per real second."""
+        return self.config.speed / rate if rate > 0 else MANUAL_STEP_SECONDS
 
     def load_tape(self, steps: int) -> None:
         """Replay ``steps`` pre-generated market steps from now on (0: the live model again).
@@ -159,11 +169,10 @@ class Simulator:
         Generating takes ~8 µs a step, during which the simulator answers nothing.
         """
         self.tape = Tape(self.market, steps) if steps > 0 else None
-        self._anchor = None
 
     def market_clock(self) -> float:
-        """The market's time now (epoch seconds): the wall clock shifted to the start."""
-        return time.time() - self.clock_offset
+        """The simulated exchange time now (epoch seconds)."""
+        return self.clock.now()
 
     def follow_session(self, at: float) -> None:
         """Set and announce the market status the session gives at market time ``at``, when
@@ -177,32 +186,64 @@ class Simulator:
         self.dhan_feed.market_status()
 
     def tick_once(self, now: float) -> None:
-        """One scheduler beat at loop time ``now``: follow the session, run the steps that
-        are due."""
+        """One scheduler beat at loop time ``now``: run the steps due up to the simulated time
+        now, following the session's changes at their exact simulated times."""
         self.beats += 1
-        self.follow_session(self.market_clock())
-        rate = self.rate
-        if rate <= 0:  # the market moves only on POST /sim/step
+        target = self.clock.now()
+        if self.rate <= 0:  # the market moves only on POST /sim/step
+            self.follow_session(target)
             return
-        if not self.faults.market_open or self.faults.stalled():
-            # Closed or stalled: the market does not move, so /sim/state keeps matching what
-            # the feeds delivered last; no catching up afterwards either.
-            self._anchor = None
-            return
-        if self._anchor is None:  # (re)start: no catching up on the time the market was shut
-            self._anchor, self._done = now, 0
-            self.market.advance_to(self.market_clock())
-            return
-        due = int((now - self._anchor) * rate) - self._done
-        limit = max(1, int(rate * MAX_BACKLOG_SECONDS))
-        if due > limit:  # fell behind (slow machine, paused process): skip, do not burst
-            self.skipped_steps += due - limit
-            self._done += due - limit
-            due = limit
-        if due > 0:
-            self._done += due
-            self.advance(due)
-            self._rate_window.append((now, due))
+        market = self.market
+        budget = max(1, int(self.rate * MAX_BACKLOG_SECONDS))
+        ran = 0
+        while True:
+            at = market.now()
+            change = self._next_change(at)
+            last = change is None or change > target
+            end = target if last or change is None else change
+            if self.faults.market_open and not self.faults.stalled():
+                due = _steps_until(market, end, inclusive=last)
+                if due > budget - ran:  # fell behind: the clock waits for the market
+                    self.skipped_steps += due - (budget - ran)
+                    due = budget - ran
+                    if due > 0:
+                        self._advance_by_minute(due)
+                        ran += due
+                    self.clock.hold(market.now())
+                    break
+                if due > 0:
+                    self._advance_by_minute(due)
+                    ran += due
+            else:
+                # Closed or stalled: the market does not move, so /sim/state keeps matching
+                # what the feeds delivered last; no catching up afterwards either.
+                market.advance_to(end)
+            if last:
+                break
+            market.advance_to(end)
+            self.follow_session(end)
+        self.follow_session(target)
+        if ran:
+            self._rate_window.append((now, ran))
+
+    def _advance_by_minute(self, steps: int) -> None:
+        """``advance`` in parts that end at each simulated minute boundary, so that a feed
+        that sends the latest value per interval (Upstox) delivers the state at every minute."""
+        market = self.market
+        while steps > 0:
+            boundary = math.floor(market.now() / 60.0) * 60.0 + 60.0
+            part = min(steps, max(1, _steps_until(market, boundary, inclusive=True)))
+            self.advance(part)
+            steps -= part
+
+    def _next_change(self, at: float) -> float | None:
+        """The session's next change after ``at`` (cached while it lies ahead)."""
+        cached = self._change
+        if cached is not None and cached[0] <= at < (cached[1] or cached[0] + 3600.0):
+            return cached[1]
+        change = self.session.next_change(at)
+        self._change = (at, change)
+        return change
 
     async def run_ticker(self) -> None:
         """Beat every ``interval`` seconds of loop time, however long a beat's work takes
@@ -280,6 +321,7 @@ class Simulator:
             "steps": market.steps,
             "skipped_steps": self.skipped_steps,
             "beats": self.beats,
+            "clock": self._clock_state(),
             "market": {
                 "status": self.faults.market_status,
                 "session": self.session.describe(self.market_clock()),
@@ -304,6 +346,18 @@ class Simulator:
         if instruments:
             state["instruments"] = [self._instrument(i) for i in self.universe.instruments]
         return state
+
+    def _clock_state(self) -> dict[str, Any]:
+        clock = self.clock
+        now = clock.now()
+        return {
+            "time": datetime.fromtimestamp(now, UTC).isoformat(),
+            "ist": datetime.fromtimestamp(now, IST).isoformat(timespec="seconds"),
+            "epoch": round(now, 3),
+            "start": datetime.fromtimestamp(clock.start, UTC).isoformat(),
+            "speed": clock.speed,
+            "held_seconds": round(clock.held, 3),
+        }
 
     def _tape_state(self) -> dict[str, int] | None:
         if self.tape is None:
@@ -331,6 +385,14 @@ class Simulator:
             "prev_oi": i.prev_oi,
             "iv": None if i.iv is None else round(i.iv, 6),
         }
+
+
+def _steps_until(market: Market, end: float, *, inclusive: bool) -> int:
+    """How many steps of ``market`` fall at or before ``end`` (``inclusive``) or before it."""
+    span = (end - market.now()) / market.step_seconds
+    if inclusive:
+        return max(0, math.floor(span + 1e-9))
+    return max(0, math.ceil(span - 1e-9) - 1)
 
 
 def _api_broker(path: str) -> str | None:

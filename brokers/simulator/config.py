@@ -22,6 +22,7 @@ class SimConfig:
     interval: float = 0.05  # scheduler / flush period, seconds
     ping_interval: float = 10.0
     start: datetime | None = None  # the market clock's start; None = now
+    speed: float = 1.0  # simulated seconds per real second
     exchange_hours: bool = False  # trade 09:15–15:30 IST on weekdays only; False: all the time
     holiday: str = ""  # the name of a trading holiday on the start day (IST); "": none
     dhan_client_id: str = "1100000001"

@@ -11,16 +11,23 @@ and every instrument's true price; ``POST /sim/reset`` restores a fresh simulato
 from the broker's web site); ``GET /sim/token-requests`` lists pending Upstox v3 token
 requests (HTML, or JSON with ``?format=json``)
 and ``POST /sim/token-requests/{id}/approve`` approves one.
+``GET /sim/truth?underlying=NIFTY&expiry=YYYY-MM-DD[&at=TIME]`` answers a chain as the
+simulator holds it: now (with its simulated time), or as it stood at the simulated minute at or
+before ``at`` (ISO with offset, or ``HH:MM[:SS]`` IST on the simulated day); only the nearest
+expiries are kept (``truth``).
 """
 
 from __future__ import annotations
 
 import html
 import logging
+from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
+
+from brokers.exchange import IST
 
 from .faults import BROKERS, BadRequest, apply_fault
 
@@ -71,6 +78,22 @@ async def _json_object(request: web.Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+def parse_at(raw: str, *, today: date) -> float:
+    """Epoch seconds of ``raw``: ISO with an offset, or ``HH:MM[:SS]`` IST on ``today``.
+
+    Raises ValueError saying what is accepted.
+    """
+    try:
+        if len(raw) <= 8:
+            return datetime.combine(today, time.fromisoformat(raw), tzinfo=IST).timestamp()
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError(f"at={raw!r}: give HH:MM[:SS] (IST) or an ISO time with its offset")
+    return moment.timestamp()
+
+
 def routes(sim: Simulator) -> list[web.RouteDef]:
     """The ``/sim`` control routes of ``sim``."""
 
@@ -89,6 +112,39 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
     async def state(request: web.Request) -> web.Response:
         with_instruments = request.query.get("instruments", "1") != "0"
         return web.json_response(sim.describe(instruments=with_instruments))
+
+    async def truth(request: web.Request) -> web.Response:
+        query = request.query
+        symbol, raw_expiry, raw_at = (
+            query.get("underlying", ""),
+            query.get("expiry"),
+            query.get("at"),
+        )
+        days = sim.universe.expiries.get(symbol)
+        if days is None:
+            known = ", ".join(sim.universe.expiries)
+            return web.json_response({"error": f"underlying must be one of {known}"}, status=400)
+        try:
+            day = date.fromisoformat(raw_expiry) if raw_expiry else days[0]
+        except ValueError:
+            return web.json_response({"error": "expiry must be YYYY-MM-DD"}, status=400)
+        at = None
+        if raw_at:
+            today = datetime.fromtimestamp(sim.market.now(), IST).date()
+            try:
+                at = parse_at(raw_at, today=today)
+            except ValueError as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+        try:
+            return web.json_response(sim.truth.chain(symbol, day, at))
+        except KeyError:
+            kept = sorted(d.isoformat() for s, d in sim.truth.chains if s == symbol)
+            return web.json_response(
+                {"error": f"{symbol} {day} is not kept: ask for one of {', '.join(kept)}"},
+                status=404,
+            )
+        except LookupError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
 
     async def reset(request: web.Request) -> web.Response:
         await sim.reset()
@@ -163,6 +219,7 @@ def routes(sim: Simulator) -> list[web.RouteDef]:
         web.post("/sim/tokens", issue),
         web.post("/sim/faults", faults),
         web.get("/sim/state", state),
+        web.get("/sim/truth", truth),
         web.post("/sim/reset", reset),
         web.post("/sim/step", step),
         web.post("/sim/rate", rate),

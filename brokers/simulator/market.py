@@ -7,12 +7,21 @@ universe give the same first N ticks however fast a scheduler calls ``step``.
 
 Model:
 
-* each index follows a driftless geometric random walk with a realistic intraday volatility
-  (annual vol spread over 252 days × 6¼ trading hours), advanced whenever the index ticks;
+* each index moves on a day of its own (``day.Drift``): a level that trends (the day's
+  direction and size are drawn from the seed) with a little noise, and a mean-reverting
+  (Ornstein–Uhlenbeck) deviation around it; advanced over the simulated time since its last
+  tick whenever the index ticks;
 * each option is priced with Black-76 (``chains.black76``) on the forward ``spot·e^{carry·T}``
-  with a volatility smile and put skew around an at-the-money volatility that wanders slowly;
+  with a volatility smile and put skew around an at-the-money volatility that wanders slowly,
+  the whole smile of an expiry scaled by its selling pressure (``day.Pressure``): options
+  written (opened at the bid) lift the expiry's IV, bought ones lower it, and the pressure
+  fades over half an hour — the smile's shape (IV over ATM IV per strike) is unchanged;
 * the book straddles the theoretical price on the 0.05 grid (wider for dearer options); each
-  option event is a trade at the bid or the ask, volume grows by whole lots, OI drifts by lots;
+  option event is a trade at the bid or the ask, volume grows by whole lots; about a third of
+  trades open (mostly written, at the bid) or close positions, more and larger ones at round
+  strikes (multiples of 100, more of 500 and 1000: ``day.roundness``), so OI builds there;
+* a trade stands for ``step_seconds`` of simulated trading: its size scales with it, so OI,
+  volume and IV pressure per simulated minute do not depend on the step rate or the speed;
 * instruments near the money and of near expiries tick more often (static weights);
 * previous close / OI / volume are set at start so that the day's change is plausible.
 
@@ -25,26 +34,32 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from itertools import accumulate
 
 from chains import black76
 
+from .day import Drift, Pressure, roundness
 from .events import SimTick
 from .pricing import CARRY, MIN_YEARS, YEAR_SECONDS, grid, smile_vol
-from .universe import INDEX, Instrument, Universe
+from .universe import INDEX, Instrument, Universe, expiry_close
 
-TRADING_SECONDS_PER_YEAR = 252 * 22500.0  # 6 h 15 min sessions
 INDEX_WEIGHT = 0.5  # relative tick frequency of an index (a near-ATM leg weighs ~1)
+MAX_INDEX_SHARE = 0.02  # at most this share of the steps ticks each index
+INDEX_SHARE_PER_SECOND = 0.25  # the share per simulated second a step stands for
+BASE_STEP_SECONDS = 0.001  # the step a trade of unscaled size stands for (1000 steps/s)
+VOL_REVERSION_SECONDS = 1800.0  # the ATM volatility's wander reverts over half an hour
 
 
 @dataclass(slots=True)
 class _Underlying:
     spot: float
-    vol: float  # current at-the-money volatility
+    vol: float  # current at-the-money volatility (before selling pressure)
     base_vol: float
     last: float  # virtual time of the last spot move
-    sigma: float  # per √second
+    drift: Drift
 
 
 class Market:
@@ -64,25 +79,45 @@ class Market:
         self._base = start
         self._since_base = 0
         self._rng = random.Random(seed)
+        self._size = max(1.0, step_seconds / BASE_STEP_SECONDS)
         self._underlyings: dict[str, _Underlying] = {}
+        self._pressure = {chain: Pressure(start) for chain in universe.chains}
+        # Called with each simulated minute boundary the market passes, before the first step
+        # after it (the state then is the state at the boundary); see ``truth``.
+        self.on_minute: Callable[[float], None] | None = None
+        self._next_minute = _minute_after(start)
         for spec in universe.specs:
             self._init_underlying(spec.symbol)
         for instrument in universe.instruments:
             if instrument.kind != INDEX:
                 self._init_option(instrument, start)
         self._instruments = universe.instruments
+        self._weigh()
+
+    def _weigh(self) -> None:
+        """Set the indices' tick frequency for the step: a step that stands for more time
+        ticks each index more often (up to ``MAX_INDEX_SHARE`` of the steps), so that the
+        index still moves every few simulated seconds at a high speed."""
+        options = sum(i.weight for i in self._instruments if i.kind != INDEX)
+        share = min(MAX_INDEX_SHARE, self.step_seconds * INDEX_SHARE_PER_SECOND)
+        for index in self.universe.indices.values():
+            index.weight = max(INDEX_WEIGHT, options * share)
         self._cum = list(accumulate(i.weight for i in self._instruments))
         self._total = self._cum[-1]
 
     # --- clock -------------------------------------------------------------------------------
 
     def now(self) -> float:
-        """The virtual time (epoch seconds) of the last step."""
-        return self._base + self._since_base * self.step_seconds
+        """The virtual time (epoch seconds) of the last step (on the microsecond: the same
+        double for the same step however it is reached, so a step on a minute boundary is
+        on it, not a rounding error after it)."""
+        return round(self._base + self._since_base * self.step_seconds, 6)
 
     def advance_to(self, at: float) -> None:
         """Jump the virtual clock forward to ``at`` (no events); earlier times are ignored."""
         if at > self.now():
+            if at > self._next_minute:
+                self._pass_minute(at)
             self._base, self._since_base = at, 0
 
     def set_step_seconds(self, step_seconds: float) -> None:
@@ -91,14 +126,17 @@ class Market:
             raise ValueError(f"step_seconds must be > 0, got {step_seconds!r}")
         self._base, self._since_base = self.now(), 0
         self.step_seconds = step_seconds
+        self._size = max(1.0, step_seconds / BASE_STEP_SECONDS)
+        self._weigh()
 
     def record(self, steps: int) -> list[SimTick]:
         """``steps`` events drawn ahead of time (for a ``Tape``): the instruments' state moves
         on, the clock and the step count do not — the events are counted and timed when
         replayed — and no instrument shows a trade later than the clock meanwhile."""
-        clock = self._base, self._since_base, self.steps
+        clock = self._base, self._since_base, self.steps, self._next_minute, self.on_minute
+        self.on_minute = None  # the tape's steps are not the market at their replayed times
         ticks = self.run(steps)
-        self._base, self._since_base, self.steps = clock
+        self._base, self._since_base, self.steps, self._next_minute, self.on_minute = clock
         now = self.now()
         for instrument in self._instruments:
             instrument.ltt = min(instrument.ltt, now)
@@ -107,7 +145,7 @@ class Market:
     def skip(self, steps: int) -> float:
         """Advance the clock and the step count by ``steps`` without drawing events (a tape
         replays them); returns the virtual time of the first of those steps."""
-        first = self._base + (self._since_base + 1) * self.step_seconds
+        first = round(self._base + (self._since_base + 1) * self.step_seconds, 6)
         self.steps += steps
         self._since_base += steps
         return first
@@ -121,6 +159,24 @@ class Market:
     def atm_vol(self, symbol: str) -> float:
         return self._underlyings[symbol].vol
 
+    def level(self, symbol: str) -> float:
+        """The level the index reverts to now (its trend line)."""
+        return self._underlyings[symbol].drift.level()
+
+    def pressure(self, symbol: str, expiry: date, at: float | None = None) -> float:
+        """The selling pressure of an expiry at virtual time ``at`` (default now): the
+        fraction its whole smile is lifted by (negative: lowered)."""
+        return self._pressure[(symbol, expiry)].at(self.now() if at is None else at)
+
+    def chain_atm_iv(self, symbol: str, expiry: date, at: float | None = None) -> float:
+        """The IV an option struck at the forward of ``expiry`` would have at ``at``."""
+        u = self._underlyings[symbol]
+        at = self.now() if at is None else at
+        years = max((expiry_close(expiry).timestamp() - at) / YEAR_SECONDS, MIN_YEARS)
+        forward = u.spot * math.exp(CARRY * years)
+        lift = 1.0 + self._pressure[(symbol, expiry)].at(at)
+        return smile_vol(u.vol, forward, forward, years) * lift
+
     def pricing(
         self, instrument: Instrument, at: float | None = None
     ) -> tuple[float, float, float]:
@@ -129,8 +185,9 @@ class Market:
         at = self.now() if at is None else at
         years = max((instrument.expires_at - at) / YEAR_SECONDS, MIN_YEARS)
         forward = u.spot * math.exp(CARRY * years)
-        assert instrument.strike is not None
-        return forward, years, smile_vol(u.vol, forward, instrument.strike, years)
+        assert instrument.strike is not None and instrument.expiry is not None
+        lift = 1.0 + self._pressure[(instrument.spec.symbol, instrument.expiry)].at(at)
+        return forward, years, smile_vol(u.vol, forward, instrument.strike, years) * lift
 
     def true_price(self, instrument: Instrument) -> float:
         """The index level, or the option's Black-76 value now (not rounded to the grid)."""
@@ -216,7 +273,9 @@ class Market:
         """Advance one step and return its event (deterministic given seed and history)."""
         self.steps += 1
         self._since_base += 1
-        at = self._base + self._since_base * self.step_seconds
+        at = round(self._base + self._since_base * self.step_seconds, 6)
+        if at > self._next_minute:
+            self._pass_minute(at)
         rng = self._rng
         instrument = self._instruments[bisect(self._cum, rng.random() * self._total)]
         if instrument.kind == INDEX:
@@ -230,14 +289,23 @@ class Market:
         step = self.step
         return [step() for _ in range(steps)]
 
+    def _pass_minute(self, at: float) -> None:
+        """Tell ``on_minute`` of the minute boundary just passed (once, however many minutes
+        a jump passed: the state did not change in between) and wait for the next one."""
+        if self.on_minute is not None:
+            self.on_minute(self._next_minute)
+        self._next_minute = _minute_after(at)
+
     def _move_index(self, instrument: Instrument, at: float) -> None:
         rng = self._rng
         u = self._underlyings[instrument.spec.symbol]
         elapsed = max(at - u.last, 0.0)
         u.last = at
-        u.spot *= math.exp(u.sigma * math.sqrt(elapsed) * rng.gauss(0.0, 1.0))
+        u.spot = u.drift.move(elapsed, rng.gauss(0.0, 1.0), rng.gauss(0.0, 1.0))
         # The ATM volatility wanders slowly and reverts to its base level.
-        u.vol += 0.02 * (u.base_vol - u.vol) + 0.0004 * rng.gauss(0.0, 1.0)
+        pull = 1.0 - math.exp(-elapsed / VOL_REVERSION_SECONDS)
+        wander = 0.02 * u.base_vol * math.sqrt(min(elapsed, 60.0) / VOL_REVERSION_SECONDS)
+        u.vol += pull * (u.base_vol - u.vol) + wander * rng.gauss(0.0, 1.0)
         ltp = grid(u.spot)
         instrument.ltp = ltp
         instrument.ltt = at
@@ -259,14 +327,28 @@ class Market:
     def _trade(self, instrument: Instrument, at: float) -> None:
         rng = self._rng
         forward, years, vol = self.pricing(instrument, at)
-        assert instrument.strike is not None
+        assert instrument.strike is not None and instrument.expiry is not None
         theo = black76.price(
             call=instrument.is_call, forward=forward, strike=instrument.strike, years=years, vol=vol
         )
         self._quote(instrument, theo)
-        buy = rng.random() < 0.5
-        lot = instrument.spec.lot_size
-        ltq = lot * (1 + int(rng.expovariate(0.6)))
+        lot, size = instrument.spec.lot_size, self._size
+        r = rng.random()
+        change = 0
+        if r < 0.3:  # about a third of trades open or close positions, more at round strikes
+            weight = roundness(instrument.strike)
+            change = lot * max(1, int((1 + int(r * 20)) * weight * size))
+            if rng.random() < min(0.5 + 0.06 * weight, 0.8):  # opening: mostly written
+                buy = rng.random() >= 0.65
+                self._pressure[(instrument.spec.symbol, instrument.expiry)].add(
+                    at, -change / lot if buy else change / lot
+                )
+            else:
+                buy = rng.random() < 0.5
+                change = -change
+        else:
+            buy = rng.random() < 0.5
+        ltq = lot * max(1, int((1 + int(rng.expovariate(0.6))) * size))
         ltp = instrument.ask if buy else instrument.bid
         instrument.ltp, instrument.ltq, instrument.ltt = ltp, ltq, at
         instrument.volume += ltq
@@ -277,11 +359,8 @@ class Market:
             instrument.total_buy_qty += ltq
         else:
             instrument.total_sell_qty += ltq
-        r = rng.random()
-        if r < 0.3:  # about a third of trades open or close positions
-            change = lot * (1 + int(r * 20))
-            oi = instrument.oi + (change if rng.random() < 0.55 else -change)
-            instrument.oi = max(oi, 0)
+        if change:
+            instrument.oi = max(instrument.oi + change, 0)
             instrument.oi_day_high = max(instrument.oi_day_high, instrument.oi)
             instrument.oi_day_low = min(instrument.oi_day_low, instrument.oi)
         instrument.iv, instrument.forward, instrument.years = vol, forward, years
@@ -299,7 +378,7 @@ class Market:
             vol=base_vol,
             base_vol=base_vol,
             last=self._base,
-            sigma=base_vol / math.sqrt(TRADING_SECONDS_PER_YEAR),
+            drift=Drift.draw(rng, spot=spot, vol=base_vol),
         )
         prev_close = grid(spot * (1.0 - 0.006 * rng.gauss(0.0, 1.0)))
         opened = grid(prev_close * (1.0 + 0.002 * rng.gauss(0.0, 1.0)))
@@ -340,7 +419,7 @@ class Market:
         instrument.ltp = instrument.ask if rng.random() < 0.5 else instrument.bid
         instrument.ltt = start - 1.0 - 30.0 * rng.random()
         instrument.ltq = lot
-        base_oi = 4000.0 * (liquidity + 0.05) * 0.6**rank
+        base_oi = 4000.0 * (liquidity + 0.05) * 0.6**rank * roundness(instrument.strike)
         instrument.prev_oi = lot * int(base_oi * (0.8 + 0.4 * rng.random()))
         instrument.oi = max(lot * int(instrument.prev_oi / lot * (0.85 + 0.3 * rng.random())), 0)
         instrument.oi_day_high = max(instrument.oi, instrument.prev_oi)
@@ -356,6 +435,11 @@ class Market:
         instrument.total_buy_qty = lot * (50 + int(500 * rng.random()))
         instrument.total_sell_qty = lot * (50 + int(500 * rng.random()))
         instrument.iv, instrument.forward, instrument.years = vol, forward, years
+
+
+def _minute_after(at: float) -> float:
+    """The first minute boundary (epoch seconds) at or after ``at``."""
+    return math.ceil(at / 60.0) * 60.0
 
 
 def _depth_rounded(tick: SimTick, lot: int) -> tuple[tuple[int, int, int, int, float, float], ...]:
@@ -377,36 +461,3 @@ def _depth_rounded(tick: SimTick, lot: int) -> tuple[tuple[int, int, int, int, f
             )
         )
     return tuple(levels)
-
-
-class Tape:
-    """Market steps generated ahead of time, replayed in a loop with fresh times.
-
-    For load tests: the model costs ~8 µs a step, which caps one simulator core well below the
-    rates a feed worker is benchmarked at. The events are the model's own (``Market.run``);
-    replaying re-stamps each with the virtual time of the step it stands for, so exchange
-    times keep moving forward. Prices, volumes and OI jump back when the tape wraps around.
-    """
-
-    def __init__(self, market: Market, steps: int) -> None:
-        if steps < 1:
-            raise ValueError(f"a tape needs at least one step, got {steps}")
-        self.ticks = market.record(steps)
-        self.position = 0
-        self.loops = 0
-
-    def take(self, steps: int, first: float, step_seconds: float) -> list[SimTick]:
-        """The next ``steps`` events, the i-th stamped ``first + i·step_seconds``."""
-        ticks, size, position = self.ticks, len(self.ticks), self.position
-        new = tuple.__new__
-        out: list[SimTick] = []
-        append = out.append
-        for i in range(steps):
-            tick = ticks[position]
-            append(new(SimTick, (tick[0], first + i * step_seconds, *tick[2:])))
-            position += 1
-            if position == size:
-                position = 0
-                self.loops += 1
-        self.position = position
-        return out

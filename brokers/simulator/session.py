@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 
-from brokers.exchange import HOLIDAY_PREFIX, IST, OPEN, MarketState, Phase, market_state
+from brokers.exchange import (
+    HOLIDAY_PREFIX,
+    IST,
+    OPEN,
+    PRE_OPEN,
+    SESSION_CLOSE,
+    SESSION_OPEN,
+    MarketState,
+    Phase,
+    market_state,
+)
 
 # The Upstox feed's MarketStatus name of each phase (Dhan's status packet carries none).
 UPSTOX_STATUS = {
@@ -19,6 +29,10 @@ UPSTOX_STATUS = {
     Phase.PRE_OPEN: "PRE_OPEN_START",
     Phase.CLOSED: "NORMAL_CLOSE",
 }
+
+# Where the phase can change: midnight (a holiday or weekend starts or ends), pre-open, open
+# and close (brokers.exchange), IST.
+_BOUNDARIES = (time(0, 0), PRE_OPEN, SESSION_OPEN, SESSION_CLOSE)
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,19 @@ class Session:
             return market_state(moment, self.holidays)
         name = self.holidays.get(moment.astimezone(IST).date())
         return OPEN if name is None else MarketState(Phase.CLOSED, HOLIDAY_PREFIX + name)
+
+    def next_change(self, at: float) -> float | None:
+        """The first time after ``at`` (epoch seconds) at which the phase differs from the
+        phase at ``at``, within two days; None when it does not change that soon."""
+        phase = self.state(at).phase
+        local = datetime.fromtimestamp(at, UTC).astimezone(IST)
+        for offset in range(3):
+            day = local.date() + timedelta(days=offset)
+            for moment in _BOUNDARIES:
+                candidate = datetime.combine(day, moment, tzinfo=IST).timestamp()
+                if candidate > at and self.state(candidate).phase != phase:
+                    return candidate
+        return None
 
     def upstox_status(self, at: float) -> str:
         """The Upstox MarketStatus name of the market at ``at`` (what the feeds announce)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
@@ -208,7 +208,7 @@ class UpstoxFeed:
     def market_info(self) -> bytes:
         status = self.sim.faults.market_status
         return encode_market_info(
-            statuses=dict.fromkeys(SEGMENTS, status), current_ts=datetime.now(UTC)
+            statuses=dict.fromkeys(SEGMENTS, status), current_ts=self.sim.clock.utc()
         )
 
     def _unregister(self, conn: UpstoxConnection) -> None:
@@ -266,7 +266,7 @@ class UpstoxFeed:
             conn.sent[instrument] = values
             feeds[instrument.upstox_key] = values
             modes[instrument.upstox_key] = mode
-        frame = encode_snapshot(feeds=feeds, mode=modes, current_ts=datetime.now(UTC))
+        frame = encode_snapshot(feeds=feeds, mode=modes, current_ts=self.sim.clock.utc())
         if not self.sim.faults.stalled():
             conn.write_frames([frame])
             conn.events_sent += len(feeds)
@@ -286,7 +286,7 @@ class UpstoxFeed:
         """Send each connection one live_feed frame with what changed (not while stalled)."""
         if self.sim.faults.stalled():
             return
-        now = datetime.now(UTC)
+        now = self.sim.clock.utc()
         for conn in self.connections:
             if not conn.pending:
                 continue

@@ -12,7 +12,8 @@ import pytest
 
 from brokers.dhan.codec import decode_frame as dhan_decode
 from brokers.simulator.dhan_feed import _encoded, packets
-from brokers.simulator.market import Market, Tape
+from brokers.simulator.market import Market
+from brokers.simulator.tape import Tape
 from brokers.simulator.universe import INDEX, IST, Universe
 from brokers.ticks import Tick
 

@@ -10,17 +10,47 @@ from __future__ import annotations
 import asyncio
 import signal
 from dataclasses import fields
-from datetime import datetime
+from datetime import date, datetime, time
 from typing import Any
 
 from aiohttp import web
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from brokers.exchange import IST
 from brokers.simulator.app import build_app
 from brokers.simulator.config import SimConfig
 
 DEFAULTS = SimConfig()
 HOLIDAY_NAME = "Simulated trading holiday"
+MAX_SPEED = 3600.0  # a simulated hour per second; faster leaves too few events per minute
+
+
+def _start(raw: str | None, day: date | None) -> datetime | None:
+    """The clock's start from ``--start`` and ``--date`` (None: now); CommandError says what
+    the flags accept."""
+    if raw is None:
+        if day is not None:
+            raise CommandError("--date needs --start HH:MM, e.g. --start 09:15 --date 2026-03-02")
+        return None
+    if ":" in raw and len(raw) <= 8:
+        try:
+            clock = time.fromisoformat(raw)
+        except ValueError:
+            raise CommandError(f"--start {raw!r}: give HH:MM or HH:MM:SS, e.g. 09:15") from None
+        on = day if day is not None else datetime.now(IST).date()
+        return datetime.combine(on, clock, tzinfo=IST)
+    if day is not None:
+        raise CommandError("--date goes with --start HH:MM, not with a full ISO --start")
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise CommandError(
+            f"--start {raw!r}: give HH:MM[:SS] (IST) or an ISO time with its UTC offset, "
+            "e.g. 2026-01-05T10:00:00+05:30"
+        )
+    return moment
 
 
 class Command(BaseCommand):
@@ -53,10 +83,27 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--start",
-            type=datetime.fromisoformat,
             default=None,
-            help="The market clock's start (ISO, with offset); default now. With --seed it "
-            "makes runs on different days/times reproducible.",
+            metavar="HH:MM[:SS] | ISO",
+            help="The simulated exchange clock's start: a time of day in IST (on --date, "
+            "default today in IST) or an ISO time with its offset; default now. With --seed "
+            "it makes runs reproducible: the same seed and start give the same market at the "
+            "same simulated times.",
+        )
+        parser.add_argument(
+            "--date",
+            type=date.fromisoformat,
+            default=None,
+            metavar="YYYY-MM-DD",
+            help="The simulated day of --start HH:MM (IST).",
+        )
+        parser.add_argument(
+            "--speed",
+            type=float,
+            default=d.speed,
+            help="Simulated seconds per real second (default 1: real time; 60: a simulated "
+            "minute per second). The market's events, session and every exchange timestamp "
+            "follow the simulated clock.",
         )
         parser.add_argument(
             "--exchange-hours",
@@ -93,14 +140,15 @@ class Command(BaseCommand):
         if holiday is not None and not holiday.strip():
             raise CommandError("--holiday needs a name or none at all, e.g. --holiday Holi")
         options["holiday"] = (holiday or DEFAULTS.holiday).strip()
+        options["start"] = _start(options["start"], options["date"])
+        if not options["speed"] > 0 or options["speed"] > MAX_SPEED:
+            raise CommandError(f"--speed must be above 0 and at most {MAX_SPEED:g}")
         names = {f.name for f in fields(SimConfig)}
         config = SimConfig(**{k: v for k, v in options.items() if k in names})
         if config.ticks_per_second < 0:
             raise CommandError("--ticks-per-second must be 0 or more")
         if config.strikes < 1:
             raise CommandError("--strikes must be at least 1")
-        if config.start is not None and config.start.tzinfo is None:
-            raise CommandError("--start needs a UTC offset, e.g. 2026-01-05T10:00:00+05:30")
         try:
             asyncio.run(self._serve(config))
         except OSError as exc:
@@ -131,9 +179,11 @@ class Command(BaseCommand):
         rate = config.ticks_per_second or "manual (POST /sim/step)"
         hours = "09:15-15:30 IST on weekdays" if config.exchange_hours else "around the clock"
         holiday = f"; today is a trading holiday ({config.holiday})" if config.holiday else ""
+        start = (config.start or datetime.now(IST)).astimezone(IST)
         lines = [
             f"Exchange simulator listening on {http}",
             f"  seed {config.seed}, {rate} ticks/s, ±{config.strikes} strikes",
+            f"  Clock from {start:%Y-%m-%d %H:%M:%S} IST at {config.speed:g}x real time",
             f"  Market open {hours}{holiday}",
             f"  Dhan REST      {http}/dhan",
             f"  Dhan feed      {ws}/dhan/feed?version=2&token=***&clientId="
@@ -145,6 +195,7 @@ class Command(BaseCommand):
             f"  Upstox login   {http}/upstox/v2/login/authorization/dialog",
             f"  Upstox master  {http}/upstox/market-quote/instruments/exchange/complete.json.gz",
             f"  Control        {http}/sim/state, POST {http}/sim/faults, {http}/sim/token-requests",
+            f"  Truth          {http}/sim/truth?underlying=NIFTY[&expiry=YYYY-MM-DD][&at=HH:MM]",
             f"  Credentials    Dhan client id {config.dhan_client_id}; Upstox API key "
             f"{config.upstox_api_key} (tokens: see --help; never printed)",
             f"  Wire the product to it: python manage.py simaccounts --url {http}",
