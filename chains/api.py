@@ -164,7 +164,12 @@ def _live_data(underlying: str, expiry: date, at: Version) -> bytes | None:
 
 
 def live(query: Mapping[str, str]) -> Answer:
-    """``/api/v2/options/live?underlying=…[&expiry=YYYY-MM-DD]``."""
+    """``/api/v2/options/live?underlying=…[&expiry=YYYY-MM-DD]``; with ``&at=HH:MM`` the
+    replay of that minute from history (``chains.history.api.replay``)."""
+    if query.get("at"):
+        from .history.api import replay  # builds on this module: imported on use
+
+        return replay(query)
     underlying = (query.get("underlying") or "").strip().upper()
     if not underlying:
         return error(400, "bad_request", "underlying is required, e.g. ?underlying=NIFTY")
@@ -209,7 +214,20 @@ def expiries(query: Mapping[str, str]) -> Answer:
     )
 
 
+def _history(name: str) -> Callable[[Mapping[str, str]], Answer]:
+    """The history endpoint ``name`` (``chains.history.api.ENDPOINTS``), imported on use: that
+    module builds on this one."""
+
+    def endpoint(query: Mapping[str, str]) -> Answer:
+        from .history.api import ENDPOINTS as HISTORY
+
+        return HISTORY[name](query)
+
+    return endpoint
+
+
 ENDPOINTS: dict[str, Callable[[Mapping[str, str]], Answer]] = {
     "live": live,
     "expiries": expiries,
+    **{name: _history(name) for name in ("history", "oi-change", "strikes", "iv-rank")},
 }

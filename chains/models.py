@@ -47,3 +47,68 @@ class TaskOutcome(models.Model):
     def __str__(self) -> str:
         state = {True: "ok", False: "failed", None: "running"}[self.ok]
         return f"{self.name}: {state}"
+
+
+class HistoryBar(models.Model):
+    """One chain at one minute (``chains.history.bars.MinuteBar``), written by the feed
+    worker through ``chains.history.store.history_write``. ``legs`` holds every leg packed
+    (``bars.pack_legs``). ``day`` is the IST day of ``minute``: on PostgreSQL the table is
+    partitioned by it (one partition per day, dropped whole by retention), so it is part of
+    the primary key."""
+
+    pk = models.CompositePrimaryKey("underlying", "expiry", "day", "minute")
+    underlying = models.CharField(max_length=32)
+    expiry = models.DateField()
+    day = models.DateField()
+    minute = models.DateTimeField()
+    spot = models.FloatField(null=True)
+    forward = models.FloatField(null=True)
+    atm_strike = models.FloatField(null=True)
+    atm_iv = models.FloatField(null=True)
+    straddle = models.FloatField(null=True)
+    pcr = models.FloatField(null=True)
+    max_pain = models.FloatField(null=True)
+    ce_oi = models.BigIntegerField(null=True)
+    pe_oi = models.BigIntegerField(null=True)
+    ce_oi_change = models.BigIntegerField(null=True)
+    pe_oi_change = models.BigIntegerField(null=True)
+    legs = models.BinaryField()
+
+    class Meta:
+        ordering = ["underlying", "expiry", "minute"]
+
+    def __str__(self) -> str:
+        return f"{self.underlying} {self.expiry} at {self.minute:%Y-%m-%d %H:%M}"
+
+
+class DailyClose(models.Model):
+    """A chain's last minute bar of a day (its chain-level figures), kept
+    ``HISTORY_DAILY_DAYS`` for IV rank (which takes, each day, the nearest expiry's)."""
+
+    underlying = models.CharField(max_length=32)
+    expiry = models.DateField()
+    day = models.DateField()
+    minute = models.DateTimeField()  # the bar's minute: the day's last one written
+    spot = models.FloatField(null=True)
+    forward = models.FloatField(null=True)
+    atm_strike = models.FloatField(null=True)
+    atm_iv = models.FloatField(null=True)
+    straddle = models.FloatField(null=True)
+    pcr = models.FloatField(null=True)
+    max_pain = models.FloatField(null=True)
+    ce_oi = models.BigIntegerField(null=True)
+    pe_oi = models.BigIntegerField(null=True)
+    ce_oi_change = models.BigIntegerField(null=True)
+    pe_oi_change = models.BigIntegerField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["underlying", "expiry", "day"], name="daily_close_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["underlying", "day"], name="daily_close_day")]
+        ordering = ["underlying", "day", "expiry"]
+
+    def __str__(self) -> str:
+        return f"{self.underlying} {self.expiry} close of {self.day}"

@@ -22,6 +22,7 @@ from .models import TaskOutcome
 from .outcomes import (
     CHECK_TOKENS,
     PERIODIC_TASKS,
+    PRUNE_HISTORY,
     REFRESH_INSTRUMENTS,
     REPOPULATE,
     REPOPULATE_FORCED,
@@ -128,6 +129,11 @@ FEED_FIELDS = (
     "updated_at",
     "retry_at",
     "lock_held",
+    "history_recording",
+    "history_bars",
+    "history_errors",
+    "history_last_error",
+    "history_last_minute",
 )
 
 
@@ -217,6 +223,7 @@ _OUTCOME_OF_TASK = {
     ("chains.repopulate_chains", True): REPOPULATE_FORCED,
     ("brokers.check_tokens", False): CHECK_TOKENS,
     ("brokers.refresh_instruments", False): REFRESH_INSTRUMENTS,
+    ("chains.prune_history", False): PRUNE_HISTORY,
 }
 
 

@@ -7,13 +7,18 @@ stable (the beat schedule and queued messages name them).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from celery import shared_task
 
+from brokers.exchange import IST
 from brokers.loading import masters_refresh
 from brokers.tokens import tokens_check
 
+from .history.store import history_prune
 from .outcomes import (
     CHECK_TOKENS,
+    PRUNE_HISTORY,
     REFRESH_INSTRUMENTS,
     REPOPULATE,
     REPOPULATE_FORCED,
@@ -53,4 +58,14 @@ def refresh_instruments(account: str | None = None) -> str:
     with record_outcome(REFRESH_INSTRUMENTS) as outcome:
         for report in masters_refresh(account=account):
             outcome.add(report.summary_lines()[0])
+    return outcome.detail
+
+
+@shared_task(name="chains.prune_history")
+def prune_history() -> str:
+    """Drop intraday history older than HISTORY_DAYS (whole days) and daily closes older than
+    HISTORY_DAILY_DAYS, counted from today in exchange time. Returns the report."""
+    with record_outcome(PRUNE_HISTORY) as outcome:
+        report = history_prune(today=datetime.now(IST).date())
+        outcome.add(report.summary())
     return outcome.detail

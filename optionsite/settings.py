@@ -264,6 +264,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # (chains.TaskOutcome), shown on /status/.
 REPOPULATE_EVERY_MINUTES = env_int("REPOPULATE_EVERY_MINUTES", 1, minimum=1)
 TOKEN_CHECK_EVERY_MINUTES = env_int("TOKEN_CHECK_EVERY_MINUTES", 15, minimum=1)
+# Intraday history: minute bars kept HISTORY_DAYS days, daily closes (IV rank) HISTORY_DAILY_DAYS.
+HISTORY_DAYS = env_int("HISTORY_DAYS", 30, minimum=1)
+HISTORY_DAILY_DAYS = env_int("HISTORY_DAILY_DAYS", 365, minimum=1)
 for _name, _every in (
     ("REPOPULATE_EVERY_MINUTES", REPOPULATE_EVERY_MINUTES),
     ("TOKEN_CHECK_EVERY_MINUTES", TOKEN_CHECK_EVERY_MINUTES),
@@ -300,6 +303,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "brokers.check_tokens",
         "schedule": crontab(minute=f"*/{TOKEN_CHECK_EVERY_MINUTES}"),
         "options": {"expires": TOKEN_CHECK_EVERY_MINUTES * 60},
+    },
+    # Intraday history past HISTORY_DAYS (whole days) and daily closes past HISTORY_DAILY_DAYS.
+    "prune history": {
+        "task": "chains.prune_history",
+        "schedule": crontab(minute=0, hour=5),
+        "options": {"expires": 3 * 3600},
     },
     # Instrument masters, after the brokers publish them (~06:00 IST).
     "refresh instruments": {
@@ -423,6 +432,8 @@ AXES_VERBOSE = False  # no configuration banner on every manage.py command; fail
 # turning it on.
 ADMIN_REQUIRE_OTP = env_bool("ADMIN_REQUIRE_OTP", False)
 OTP_TOTP_ISSUER = "optionsite"
+# Admin shows a device's seed (its QR code, for enrolment) and recovery codes only to the device's
+# own user and to superusers (brokers.staff_devices).
 
 # --- product settings -------------------------------------------------------------------------
 
@@ -521,6 +532,8 @@ FEED_SETTINGS = {
     "backoff_cap": env_float("FEED_BACKOFF_CAP", 30.0, minimum=0.1),
     # A saved account is announced over Redis at once; this slow re-read is only a fallback.
     "token_poll_interval": env_float("FEED_TOKEN_POLL_INTERVAL", 30.0, minimum=0.1),
+    # Intraday history: the feed worker records a minute bar per chain (off: nothing recorded).
+    "history_recording": env_bool("HISTORY_RECORDING", True),
 }
 
 # DhanHQ tokens live 24 h: the token check renews one that expires within this many hours.

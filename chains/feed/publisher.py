@@ -3,7 +3,8 @@
 Every write is fenced by the account's lock (``chains.ownership``): a worker that no longer
 holds it writes nothing, and says so by raising ``LockLost`` — the worker then stands down.
 A Redis failure is counted (``publish_errors``) and the next flush tries again: the book keeps
-every change, so nothing is lost but time.
+every change, so nothing is lost but time. Each flush hands the book, as it publishes it, to
+the history recorder (``chains.feed.history``), which takes a minute's bars at its first flush.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..book import ChainBook, FeedBook, stored_snapshot
 from ..contracts import StoredSnapshot, chain_delta_event
 from ..ownership import FeedLock, take_rest_chains
 from ..persisted import save_snapshots
+from .history import HistoryRecorder
 from .status import Counters
 
 logger = logging.getLogger(__name__)
@@ -41,8 +43,10 @@ class Publisher:
         layer: Any,
         lock: FeedLock,
         counters: Counters,
+        history: HistoryRecorder | None = None,
     ) -> None:
         self.account = account
+        self.history = history
         self.redis = redis
         self.layer = layer
         self.lock = lock
@@ -61,10 +65,16 @@ class Publisher:
             raise LockLost(f"the feed lock of {self.account} ran out before a flush")
         now = now or datetime.now(UTC)
         sent = 0
-        for chain, delta in book.flush(now):
+        # Every snapshot is taken before anything awaits: each is the state its delta describes
+        # (ticks applied meanwhile belong to the next flush), and the minute bars the history
+        # recorder takes at the same instant equal what this flush publishes.
+        flushed = [(chain, delta, self.snapshot(chain)) for chain, delta in book.flush(now)]
+        if self.history is not None:
+            self.history.record(book)
+        for chain, delta, snapshot in flushed:
             try:
                 # Snapshot first: a consumer resyncing after a gap never gets an older seq.
-                written = await self.lock.write_if_held(store.snapshot_items(self.snapshot(chain)))
+                written = await self.lock.write_if_held(store.snapshot_items(snapshot))
                 if not written:
                     raise LockLost(f"another worker holds the feed lock of {self.account}")
                 await self.layer.group_send(

@@ -31,3 +31,8 @@ class FeedSettings:
     open_timeout: float = 10.0
     # A frame backlog still yields to the event loop this often (flushes, status, the lock).
     yield_every: float = 0.05
+    # Intraday history (``chains.feed.history``): a minute bar per chain per minute (setting
+    # HISTORY_RECORDING), and how many minutes may wait for the database before new ones are
+    # dropped (gaps).
+    history_recording: bool = True
+    history_queue_minutes: int = 30

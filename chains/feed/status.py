@@ -91,6 +91,14 @@ class FeedStatus(TypedDict):
     rest_legs: int
     market: dict[str, str]
     chains: list[ChainStatus]
+    # Intraday history (``chains.feed.history``): on or off (HISTORY_RECORDING), minute bars
+    # written, failures (a failed write or a full queue: those minutes are gaps), the last
+    # failure in words, and the latest minute written (IST, ISO).
+    history_recording: bool
+    history_bars: int
+    history_errors: int
+    history_last_error: str
+    history_last_minute: str | None
 
 
 REQUIRED = frozenset(FeedStatus.__annotations__)
@@ -138,6 +146,10 @@ class Counters:
     store_errors: int = 0
     deltas: int = 0
     rest_legs: int = 0  # legs changed by REST chains the repopulate task handed over
+    history_bars: int = 0  # minute bars written (chains.feed.history)
+    history_errors: int = 0  # history writes failed and minutes dropped: gaps
+    history_last_error: str = ""
+    history_last_minute: datetime | None = None  # the latest minute written
     last_frame_at: float | None = None
     last_tick_at: float | None = None
     last_traffic_at: float | None = None
@@ -203,6 +215,7 @@ def feed_status(
     lock_held: bool,
     book: FeedBook | None,
     market: dict[str, str],
+    history_recording: bool,
 ) -> FeedStatus:
     """The record for this moment (``updated_at`` now) of a worker doing ``health`` with
     ``book`` (None before its books are built)."""
@@ -235,4 +248,11 @@ def feed_status(
         "rest_legs": c.rest_legs,
         "market": dict(market),
         "chains": [chain_status(chain) for chain in book.chains.values()] if book else [],
+        "history_recording": history_recording,
+        "history_bars": c.history_bars,
+        "history_errors": c.history_errors,
+        "history_last_error": c.history_last_error,
+        "history_last_minute": (
+            c.history_last_minute.isoformat() if c.history_last_minute else None
+        ),
     }

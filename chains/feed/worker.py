@@ -4,6 +4,7 @@ A supervisor of small parts, each testable on its own:
 
 - ``session.FeedSession`` — one broker connection: open, subscribe, receive, liveness;
 - ``publisher.Publisher`` — snapshots, deltas and database copies, fenced by the lock;
+- ``history.HistoryRecorder`` — a minute bar per chain from the flushes, written off the loop;
 - ``status`` — what the worker is doing, its counts and Redis trouble, published as the feed
   status record;
 - ``tokens.TokenLifecycle`` — the account's settings and adapter, refusals, new tokens;
@@ -14,8 +15,9 @@ A supervisor of small parts, each testable on its own:
     verify configuration (FeedConfigError: the command exits non-zero) → loop:
       stand by until the account's lock is ours → hold it: build the books, prime them from
       REST, and run together (``asyncio.TaskGroup``) the lock keeper, the status reporter,
-      the flusher, the account watcher and the connection loop → on the way out unsubscribe,
-      flush and persist (only while the lock is still ours) and release the lock.
+      the flusher, the history writer, the account watcher and the connection loop → on the
+      way out unsubscribe, flush and persist (only while the lock is still ours) and release
+      the lock.
 
 A lost lock (another holder, or Redis unreachable until the lock could expire) ends the
 holding: the socket is closed, nothing more is written, and the worker stands by again. Any
@@ -52,6 +54,7 @@ from ..ownership import FeedLock
 from ..plan import ChainPlan, chain_plans
 from . import books
 from .connection import Connection
+from .history import HistoryRecorder
 from .publisher import LockLost, Publisher
 from .settings import FeedSettings
 from .status import (
@@ -92,12 +95,21 @@ class FeedWorker:
         self.counters = Counters()
         self.lock = FeedLock(redis, account, ttl=s.lock_ttl, margin=s.lock_margin)
         self.tokens = TokenLifecycle(account=account, settings=s, health=self.health, redis=redis)
+        self.history = HistoryRecorder(
+            account=account,
+            lock=self.lock,
+            health=self.health,
+            counters=self.counters,
+            enabled=s.history_recording,
+            queue_minutes=s.history_queue_minutes,
+        )
         self.publisher = Publisher(
             account=account,
             redis=redis,
             layer=channel_layer,
             lock=self.lock,
             counters=self.counters,
+            history=self.history,
         )
         self.book: FeedBook | None = None
         self.plans: list[ChainPlan] = []
@@ -218,6 +230,7 @@ class FeedWorker:
             lock_held=self.lock.held(),
             book=self.book,
             market=self.market,
+            history_recording=self.history.enabled,
         )
 
     async def write_status(self) -> bool:
@@ -312,6 +325,7 @@ class FeedWorker:
                     ("lock keeper", self._keep_lock(stop), True),
                     ("status reporter", self._report(stop), True),
                     ("flusher", self._flusher(stop), True),
+                    ("history writer", self.history.run(stop), True),
                     ("account watcher", self.tokens.watch(stop), True),
                     ("REST prime", self.prime(stop), False),
                     (

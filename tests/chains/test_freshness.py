@@ -66,6 +66,11 @@ def feed_record(now: datetime = NOW, **overrides: Any) -> dict[str, Any]:
         "rest_legs": 0,
         "market": {},
         "chains": [],
+        "history_recording": True,
+        "history_bars": 0,
+        "history_errors": 0,
+        "history_last_error": "",
+        "history_last_minute": None,
     }
     record.update(overrides)
     return record

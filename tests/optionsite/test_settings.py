@@ -196,7 +196,12 @@ def test_beat_schedule_runs_each_task_in_indian_time(monkeypatch):
         "chains.repopulate_chains",
         "brokers.check_tokens",
         "brokers.refresh_instruments",
+        "chains.prune_history",
     }
+    assert (
+        schedule["prune history"]["schedule"].hour,
+        schedule["prune history"]["schedule"].minute,
+    ) == ({5}, {0})
     opening = schedule["repopulate chains at the open"]
     assert opening["kwargs"] == {"force": True, "calendar": True}
     # Every repopulate the beat starts asks the exchange calendar first (holidays).
