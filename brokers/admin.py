@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
-from . import upstox_login
+from . import staff_devices, upstox_login
 from .audit import account_history
 from .endpoints import (
     ENDPOINT_FIELDS,
@@ -548,3 +548,7 @@ class ExchangeHolidayAdmin(admin.ModelAdmin):
     @admin.display(description="Confirmed", boolean=True)
     def confirmed(self, obj: ExchangeHoliday) -> bool:
         return obj.confirmed
+
+
+# Staff's second factors: each user sees their own devices (brokers.staff_devices).
+staff_devices.register(admin.site)

@@ -66,7 +66,9 @@ return 0
 # key is gone (Redis restarted empty): take it back first if ARGV[2] is '1' (the caller still
 # holds it by its own deadline, ARGV[4] ms of TTL), else write anyway if ARGV[3] is '1' (a
 # stopping worker's status), else refuse. ARGV[2i+1], ARGV[2i+2]: value and TTL (ms, 0 = none,
-# negative = the lock's remaining life, so the key never outlives the lock) of KEYS[i].
+# negative = expire at the lock's own expiry instant (PEXPIRETIME, Redis 7.0+: exact even when
+# the clock ticks a millisecond inside the script), so the key never outlives the lock; with no
+# lock, after -TTL ms) of KEYS[i].
 # Returns 0 (refused), 1 (written) or 2 (written after taking the lock back).
 _FENCED_SET = """
 local holder = redis.call('get', KEYS[1])
@@ -81,14 +83,13 @@ if holder ~= ARGV[1] then
     return 0
   end
 end
-local lock_ttl = redis.call('pttl', KEYS[1])
+local lock_at = redis.call('pexpiretime', KEYS[1])
 for i = 2, #KEYS do
   local ttl = tonumber(ARGV[2 * i + 2])
-  if ttl < 0 then
-    ttl = lock_ttl > 0 and lock_ttl or -ttl
-  end
-  if ttl > 0 then
-    redis.call('set', KEYS[i], ARGV[2 * i + 1], 'PX', ttl)
+  if ttl < 0 and lock_at > 0 then
+    redis.call('set', KEYS[i], ARGV[2 * i + 1], 'PXAT', lock_at)
+  elseif ttl ~= 0 then
+    redis.call('set', KEYS[i], ARGV[2 * i + 1], 'PX', math.abs(ttl))
   else
     redis.call('set', KEYS[i], ARGV[2 * i + 1])
   end

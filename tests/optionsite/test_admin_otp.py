@@ -95,3 +95,28 @@ def test_the_device_admin_shows_its_qr_code(otp_admin, boss):
     log_in(client, otp_device=device.persistent_id, otp_token=code(device))
     response = client.get(f"/admin/otp_totp/totpdevice/{device.pk}/qrcode/")
     assert response.status_code == 200 and response["Content-Type"].startswith("image/svg+xml")
+
+
+def test_a_staff_user_allowed_to_view_devices_sees_only_their_own_seed(boss):
+    """A "view TOTP device" permission does not hand out another user's second factor."""
+    from django.contrib.auth.models import Permission
+    from django_otp.plugins.otp_static.models import StaticDevice
+
+    theirs = TOTPDevice.objects.create(user=boss, name="boss phone", confirmed=True)
+    codes = StaticDevice.objects.create(user=boss, name="boss backup")
+    clerk = get_user_model().objects.create_user("clerk", is_staff=True)
+    for codename in ("view_totpdevice", "change_totpdevice", "view_staticdevice"):
+        clerk.user_permissions.add(Permission.objects.get(codename=codename))
+    own = TOTPDevice.objects.create(user=clerk, name="clerk phone", confirmed=True)
+    client = Client()
+    client.force_login(clerk)
+    base = "/admin/otp_totp/totpdevice"
+    for path in (f"{base}/{theirs.pk}/qrcode/", f"{base}/{theirs.pk}/config/"):
+        assert client.get(path).status_code == 403, path
+    assert client.get(f"{base}/{theirs.pk}/change/").status_code in (302, 403)
+    assert theirs.key not in client.get(f"{base}/").content.decode()
+    assert "boss phone" not in client.get(f"{base}/").content.decode()
+    static = f"/admin/otp_static/staticdevice/{codes.pk}/change/"
+    assert client.get(static).status_code in (302, 403)
+    # Their own device stays theirs to enrol.
+    assert client.get(f"{base}/{own.pk}/qrcode/").status_code == 200
