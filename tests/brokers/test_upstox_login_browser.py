@@ -64,7 +64,7 @@ def test_admin_logs_in_to_upstox_and_the_feed_resumes():
                 browser.close()
             account.refresh_from_db()
             assert account.status == AccountStatus.OK and account.token_expires_at is not None
-            eventually(lambda: feed_state("sim-upstox") == "live", timeout=10,
+            eventually(lambda: feed_state("sim-upstox") == "live", timeout=30,
                        what="the feed to resume with the new token")  # fmt: skip
     finally:
         sim.stop()

@@ -114,7 +114,7 @@ def test_live_chain_in_chromium(site, browser):
         """before => [...document.querySelectorAll("#rows td[data-f$='.ltp']")]
              .some((td, i) => td.textContent !== before[i])""",
         arg=before,
-        timeout=15_000,
+        timeout=60_000,  # a generous bound: a loaded machine (stress-ng beside the suite) is slow
     )
     # Switch expiry: the other tracked expiry's page streams too.
     first_expiry = page.locator(".expiries a.current").get_attribute("data-expiry")
@@ -222,7 +222,7 @@ def test_the_badge_follows_status_messages_and_a_closed_socket_is_stale(stored_c
 
     def shows(text: str) -> None:
         page.wait_for_function("t => document.getElementById('freshness').textContent === t",
-                               arg=text, timeout=10_000)  # fmt: skip
+                               arg=text, timeout=30_000)  # fmt: skip
 
     ws.send(status("live", "Live", as_of=snapshot["as_of"], seconds=1))
     shows("Live")
@@ -235,7 +235,7 @@ def test_the_badge_follows_status_messages_and_a_closed_socket_is_stale(stored_c
     page.wait_for_function(
         """() => { const m = document.getElementById('freshness').textContent
                      .match(/^No ticks for (\\d+) s$/); return m && Number(m[1]) >= 44; }""",
-        timeout=10_000,
+        timeout=30_000,
     )
     assert page.locator("#stale").is_hidden()
     closed = "Market closed: after the 15:30 IST close."
@@ -272,7 +272,7 @@ def test_the_badge_follows_status_messages_and_a_closed_socket_is_stale(stored_c
     shows("Live")
     # The socket closes: stale at once, with the last as-of time, not "Live".
     ws.close(code=1011, reason="server gone")
-    page.wait_for_selector("#stale:not([hidden])", state="attached", timeout=5_000)
+    page.wait_for_selector("#stale:not([hidden])", state="attached", timeout=30_000)
     assert badge(page).startswith("Last known as of ")
     assert "connection to the server is lost" in page.locator("#stale-reason").inner_text()
     assert AS_OF_TIME.match(page.locator("#as-of time").inner_text())

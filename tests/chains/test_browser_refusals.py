@@ -38,7 +38,7 @@ def open_page(browser, url: str, snapshot: dict, close: dict):  # noqa: F811
     page.route_web_socket(re.compile(r".*/ws/live-options/.*"), server)
     log_in(page, url)
     page.goto(f"{url}/chains/NIFTY/{EXPIRY.isoformat()}/")
-    page.wait_for_selector("#notice:not([hidden])", state="attached", timeout=10_000)
+    page.wait_for_selector("#notice:not([hidden])", state="attached", timeout=30_000)
     return page, sockets, errors
 
 

@@ -32,6 +32,7 @@ def test_chain_page_streams_under_the_policy(site, browser):  # noqa: F811
     page.fill("input[name=username]", "trader")
     page.fill("input[name=password]", "pw-test-only-1")
     page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/")  # logged in (LOGIN_REDIRECT_URL) before the chain page
     page.goto(f"{url}/chains/NIFTY/")
     page.wait_for_selector("#rows tr")
     header = page.evaluate(
@@ -44,7 +45,7 @@ def test_chain_page_streams_under_the_policy(site, browser):  # noqa: F811
         """before => [...document.querySelectorAll("#rows td[data-f$='.ltp']")]
              .some((td, i) => td.textContent !== before[i])""",
         arg=before,
-        timeout=15_000,
+        timeout=60_000,  # a generous bound: a loaded machine (stress-ng beside the suite) is slow
     )
     widths = page.eval_on_selector_all(
         "#rows td.oi", "cells => cells.map(c => c.style.getPropertyValue('--w'))"
