@@ -34,7 +34,9 @@ def test_chain_page_streams_under_the_policy(site, browser):  # noqa: F811
     page.click("button[type=submit]")
     page.wait_for_url(f"{url}/")  # logged in (LOGIN_REDIRECT_URL) before the chain page
     page.goto(f"{url}/chains/NIFTY/")
-    page.wait_for_selector("#rows tr")
+    # Attached, not visible: rows outside the ATM window are hidden as the spot moves, and the
+    # first row may be one of them.
+    page.wait_for_selector("#rows tr", state="attached")
     header = page.evaluate(
         "() => fetch(location.href).then(r => r.headers.get('content-security-policy'))"
     )
