@@ -15,8 +15,9 @@ from tests.processes import Process
 from tests.sim_process import RunningSimulator, start_simulator
 from tests.sim_wiring import wire
 
-# A test that starts a process must be marked `integration` (tests/process_marker.py).
-pytest_plugins = ["tests.process_marker"]
+# A test that starts a process must be marked `integration` (tests/process_marker.py); the
+# browser test files share one xdist worker (tests/xdist_browser.py).
+pytest_plugins = ["tests.process_marker", "tests.xdist_browser"]
 
 
 @pytest.fixture(scope="session")
