@@ -6,7 +6,10 @@ exchange clock (``clock.SimClock``: ``start`` + ``speed`` × real time): market 
 at simulated time ``start + n × speed / ticks_per_second``, and each scheduler beat runs the
 steps due up to the clock's time now. The events come from the seeded ``Market``, so a seed,
 start and step give the same events at the same simulated times however the steps are
-batched; a scheduler that cannot keep up holds the clock back rather than skip events. With
+batched; a scheduler that cannot keep up holds the clock back rather than skip events. A
+catch-up (``catch_up_to``) ends the fast stretch at that exact simulated instant: the steps
+before it are ``speed / ticks_per_second`` apart, those after it ``1 / ticks_per_second``; with
+``clock_waits_for_feed`` the clock stands at its start until a feed connection subscribes. With
 ``ticks_per_second=0`` the market moves only on ``POST /sim/step``; ``POST /sim/rate``
 changes the rate while running. ``POST /sim/tape`` has the market's events generated ahead of
 time and replayed (``tape.Tape``), for load tests beyond what the model generates live on
@@ -43,6 +46,7 @@ from .control import routes as control_routes
 from .dhan_feed import DhanFeed
 from .dhan_rest import DhanRest, dhan_error
 from .faults import Faults
+from .historical import History
 from .limits import ServerLimits
 from .market import Market
 from .session import Session
@@ -76,12 +80,21 @@ class Simulator:
     def _fresh(self) -> None:
         config = self.config
         start = config.start.timestamp() if config.start is not None else time.time()
-        self.clock = SimClock(start, speed=config.speed)
+        until = config.catch_up_to.timestamp() if config.catch_up_to is not None else None
+        # Until ``_catch_up`` the market steps at ``speed``; from it on at real time.
+        self._catch_up = until if until is not None and until > start else None
+        self.speed = config.speed if until is None or self._catch_up is not None else 1.0
+        self.clock = SimClock(
+            start, speed=config.speed, catch_up_to=until, waiting=config.clock_waits_for_feed
+        )
+        today = datetime.fromtimestamp(start, IST).date()
+        closed = {today: config.holiday} if config.holiday else {}
         self.universe = Universe(
             datetime.fromtimestamp(start, UTC),
             strikes=config.strikes,
             weeklies=config.weeklies,
             monthlies=config.monthlies,
+            holidays={"NSE": closed, "BSE": closed},  # an expiry on the holiday moves before it
         )
         self.rate = rate = config.ticks_per_second
         self.market = Market(
@@ -93,11 +106,7 @@ class Simulator:
         self.truth = Truth(self.market)
         self.market.on_minute = self.truth.record
         self.tape: Tape | None = None
-        today = datetime.fromtimestamp(start, IST).date()
-        self.session = Session(
-            exchange_hours=config.exchange_hours,
-            holidays={today: config.holiday} if config.holiday else {},
-        )
+        self.session = Session(exchange_hours=config.exchange_hours, holidays=closed)
         self.auth = Auth(
             dhan_client_id=config.dhan_client_id,
             dhan_token=config.dhan_token,
@@ -161,7 +170,7 @@ class Simulator:
 
     def _step_seconds(self, rate: int) -> float:
         """The simulated time of one step at ``rate`` steps per real second."""
-        return self.config.speed / rate if rate > 0 else MANUAL_STEP_SECONDS
+        return self.speed / rate if rate > 0 else MANUAL_STEP_SECONDS
 
     def load_tape(self, steps: int) -> None:
         """Replay ``steps`` pre-generated market steps from now on (0: the live model again).
@@ -189,6 +198,8 @@ class Simulator:
         """One scheduler beat at loop time ``now``: run the steps due up to the simulated time
         now, following the session's changes at their exact simulated times."""
         self.beats += 1
+        if self.clock.waiting and self._subscribed():  # a feed worker is there: time runs
+            self.clock.begin()
         target = self.clock.now()
         if self.rate <= 0:  # the market moves only on POST /sim/step
             self.follow_session(target)
@@ -207,12 +218,12 @@ class Simulator:
                     self.skipped_steps += due - (budget - ran)
                     due = budget - ran
                     if due > 0:
-                        self._advance_by_minute(due)
+                        self.advance(due)
                         ran += due
                     self.clock.hold(market.now())
                     break
                 if due > 0:
-                    self._advance_by_minute(due)
+                    self.advance(due)
                     ran += due
             else:
                 # Closed or stalled: the market does not move, so /sim/state keeps matching
@@ -221,22 +232,28 @@ class Simulator:
             if last:
                 break
             market.advance_to(end)
+            if end == self._catch_up:  # caught up: real time from this instant on
+                self._catch_up, self.speed = None, 1.0
+                market.set_step_seconds(self._step_seconds(self.rate))
             self.follow_session(end)
         self.follow_session(target)
         if ran:
             self._rate_window.append((now, ran))
 
-    def _advance_by_minute(self, steps: int) -> None:
-        """``advance`` in parts that end at each simulated minute boundary, so that a feed
-        that sends the latest value per interval (Upstox) delivers the state at every minute."""
-        market = self.market
-        while steps > 0:
-            boundary = math.floor(market.now() / 60.0) * 60.0 + 60.0
-            part = min(steps, max(1, _steps_until(market, boundary, inclusive=True)))
-            self.advance(part)
-            steps -= part
+    def _subscribed(self) -> bool:
+        feeds = (self.dhan_feed, self.upstox_feed)
+        return any(c.subs for feed in feeds for c in feed.connections)
 
     def _next_change(self, at: float) -> float | None:
+        """The next instant after ``at`` where the market stops: the session's next change
+        or the end of the catch-up, whichever is first."""
+        change = self._next_session_change(at)
+        until = self._catch_up
+        if until is not None and until > at and (change is None or until < change):
+            return until
+        return change
+
+    def _next_session_change(self, at: float) -> float | None:
         """The session's next change after ``at`` (cached while it lies ahead)."""
         cached = self._change
         if cached is not None and cached[0] <= at < (cached[1] or cached[0] + 3600.0):
@@ -356,6 +373,13 @@ class Simulator:
             "epoch": round(now, 3),
             "start": datetime.fromtimestamp(clock.start, UTC).isoformat(),
             "speed": clock.speed,
+            "catch_up_to": (
+                None
+                if clock.catch_up_to is None
+                else datetime.fromtimestamp(clock.catch_up_to, UTC).isoformat()
+            ),
+            "catching_up": clock.catching_up,
+            "waiting": clock.waiting,
             "held_seconds": round(clock.held, 3),
         }
 
@@ -390,9 +414,12 @@ class Simulator:
 def _steps_until(market: Market, end: float, *, inclusive: bool) -> int:
     """How many steps of ``market`` fall at or before ``end`` (``inclusive``) or before it."""
     span = (end - market.now()) / market.step_seconds
+    # Within a microsecond (what ``Market.now`` is rounded to) a step is on ``end``: epoch
+    # seconds carry ~2e-7 s of rounding, which a fixed 1e-9 steps did not cover.
+    tolerance = 1e-6 / market.step_seconds
     if inclusive:
-        return max(0, math.floor(span + 1e-9))
-    return max(0, math.ceil(span - 1e-9) - 1)
+        return max(0, math.floor(span + tolerance))
+    return max(0, math.ceil(span - tolerance) - 1)
 
 
 def _api_broker(path: str) -> str | None:
@@ -433,6 +460,7 @@ def build_app(config: SimConfig) -> web.Application:
     app.router.add_get("/dhan/feed", sim.dhan_feed.handle)
     app.router.add_routes(sim.dhan_rest.routes())
     app.router.add_routes(sim.upstox_rest.routes())
+    app.router.add_routes(History(sim).routes())
     app.router.add_routes(control_routes(sim))
 
     async def ticker(app: web.Application) -> Any:

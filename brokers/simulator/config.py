@@ -23,6 +23,8 @@ class SimConfig:
     ping_interval: float = 10.0
     start: datetime | None = None  # the market clock's start; None = now
     speed: float = 1.0  # simulated seconds per real second
+    catch_up_to: datetime | None = None  # run at ``speed`` until then, then at speed 1; None: never
+    clock_waits_for_feed: bool = False  # the clock stands at ``start`` until a feed subscribes
     exchange_hours: bool = False  # trade 09:15–15:30 IST on weekdays only; False: all the time
     holiday: str = ""  # the name of a trading holiday on the start day (IST); "": none
     dhan_client_id: str = "1100000001"

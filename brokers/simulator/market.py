@@ -83,7 +83,8 @@ class Market:
         self._underlyings: dict[str, _Underlying] = {}
         self._pressure = {chain: Pressure(start) for chain in universe.chains}
         # Called with each simulated minute boundary the market passes, before the first step
-        # after it (the state then is the state at the boundary); see ``truth``.
+        # at or after it (the state then is the state at the boundary: every event stamped
+        # before it, none stamped at or after it); see ``truth``.
         self.on_minute: Callable[[float], None] | None = None
         self._next_minute = _minute_after(start)
         for spec in universe.specs:
@@ -117,7 +118,7 @@ class Market:
         """Jump the virtual clock forward to ``at`` (no events); earlier times are ignored."""
         if at > self.now():
             if at > self._next_minute:
-                self._pass_minute(at)
+                self._pass_minute(at, event=False)
             self._base, self._since_base = at, 0
 
     def set_step_seconds(self, step_seconds: float) -> None:
@@ -274,8 +275,8 @@ class Market:
         self.steps += 1
         self._since_base += 1
         at = round(self._base + self._since_base * self.step_seconds, 6)
-        if at > self._next_minute:
-            self._pass_minute(at)
+        if at >= self._next_minute:  # an event on the boundary belongs to the minute after it
+            self._pass_minute(at, event=True)
         rng = self._rng
         instrument = self._instruments[bisect(self._cum, rng.random() * self._total)]
         if instrument.kind == INDEX:
@@ -289,12 +290,14 @@ class Market:
         step = self.step
         return [step() for _ in range(steps)]
 
-    def _pass_minute(self, at: float) -> None:
+    def _pass_minute(self, at: float, *, event: bool) -> None:
         """Tell ``on_minute`` of the minute boundary just passed (once, however many minutes
-        a jump passed: the state did not change in between) and wait for the next one."""
+        a jump passed: the state did not change in between) and wait for the next one: the
+        first after ``at`` when an ``event`` happens at ``at`` (a boundary at ``at`` is then
+        passed), else the first at or after it."""
         if self.on_minute is not None:
             self.on_minute(self._next_minute)
-        self._next_minute = _minute_after(at)
+        self._next_minute = math.floor(at / 60.0) * 60.0 + 60.0 if event else _minute_after(at)
 
     def _move_index(self, instrument: Instrument, at: float) -> None:
         rng = self._rng

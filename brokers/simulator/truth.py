@@ -2,8 +2,10 @@
 for tests that compare what a feed recorded at minute M with what the simulator held then.
 
 Pure Python. ``Truth.record`` is the market's ``on_minute`` hook: it is called before the first
-step after a boundary, so what it copies is the state at the boundary (every event up to and
-including that instant, none after). It keeps the nearest ``expiries`` of each underlying and
+step at or after a boundary, so what it copies is the state at the boundary: every event
+stamped before that instant, none stamped at it or after (an event on the boundary belongs to
+the minute after it, as a feed's whole-second exchange time cannot tell it from one later in
+that second). It keeps the nearest ``expiries`` of each underlying and
 the last ``minutes`` boundaries (a session is 375); a jump over closed hours records its first
 boundary only (nothing changed after it), so a later time finds the latest boundary before it.
 """

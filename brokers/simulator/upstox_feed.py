@@ -150,6 +150,9 @@ def live_frame(
             modes[key] = mode
     if not feeds:
         return None, 0
+    # The entries in key order, not in time order: Upstox's ``feeds`` is a protobuf map, whose
+    # order says nothing (a reader must not take the first entry past a minute for the last).
+    feeds = dict(sorted(feeds.items()))
     return encode_live_feed(feeds=feeds, mode=modes, current_ts=now), len(feeds)
 
 
@@ -274,29 +277,37 @@ class UpstoxFeed:
     # --- delivery ----------------------------------------------------------------------------
 
     def publish(self, ticks: list[SimTick]) -> None:
-        """Remember the latest event per subscribed instrument and connection."""
+        """Remember the latest event per subscribed instrument and connection. An event of an
+        instrument whose pending one is of an earlier simulated minute sends what is pending
+        first: a frame may hold events from both sides of a minute boundary, in no order (as
+        Upstox's do), but an instrument's last value before a boundary is never overwritten
+        unsent (what a history recorder takes at M:00, what ``/sim/truth`` holds)."""
         subscribers = self.subscribers
         for tick in ticks:
             conns = subscribers.get(tick.instrument.index)
             if conns:
                 for conn in conns:
+                    held = conn.pending.get(tick.instrument)
+                    if held is not None and held.at // 60.0 < tick.at // 60.0:
+                        self._send(conn)
                     conn.pending[tick.instrument] = tick
 
     def flush(self) -> None:
         """Send each connection one live_feed frame with what changed (not while stalled)."""
-        if self.sim.faults.stalled():
-            return
-        now = self.sim.clock.utc()
         for conn in self.connections:
-            if not conn.pending:
-                continue
-            if not conn.writable():
-                conn.congested += 1  # the latest event per key waits for the next flush
-                continue
-            frame, count = self._live_frame(conn, now)
-            if frame is not None:
-                conn.write_frames([frame])
-                conn.events_sent += count
+            self._send(conn)
+
+    def _send(self, conn: UpstoxConnection) -> None:
+        """Send ``conn`` a live_feed frame of what is pending, unless stalled or congested."""
+        if not conn.pending or self.sim.faults.stalled():
+            return
+        if not conn.writable():
+            conn.congested += 1  # the latest event per key waits for the next flush
+            return
+        frame, count = self._live_frame(conn, self.sim.clock.utc())
+        if frame is not None:
+            conn.write_frames([frame])
+            conn.events_sent += count
 
     def _live_frame(self, conn: UpstoxConnection, now: datetime) -> tuple[bytes | None, int]:
         """(the live_feed frame of what changed, its number of feed entries); (None, 0) when

@@ -3,8 +3,8 @@
 Every write is fenced by the account's lock (``chains.ownership``): a worker that no longer
 holds it writes nothing, and says so by raising ``LockLost`` — the worker then stands down.
 A Redis failure is counted (``publish_errors``) and the next flush tries again: the book keeps
-every change, so nothing is lost but time. Each flush hands the book, as it publishes it, to
-the history recorder (``chains.feed.history``), which takes a minute's bars at its first flush.
+every change, so nothing is lost but time. After each flush the history recorder
+(``chains.feed.history``) judges the minute boundaries no tick crossed (a quiet market).
 """
 
 from __future__ import annotations
@@ -64,13 +64,13 @@ class Publisher:
         if not self.lock.held():
             raise LockLost(f"the feed lock of {self.account} ran out before a flush")
         now = now or datetime.now(UTC)
+        started = time.perf_counter()
         sent = 0
         # Every snapshot is taken before anything awaits: each is the state its delta describes
-        # (ticks applied meanwhile belong to the next flush), and the minute bars the history
-        # recorder takes at the same instant equal what this flush publishes.
+        # (ticks applied meanwhile belong to the next flush).
         flushed = [(chain, delta, self.snapshot(chain)) for chain, delta in book.flush(now)]
         if self.history is not None:
-            self.history.record(book)
+            self.history.at_flush()
         for chain, delta, snapshot in flushed:
             try:
                 # Snapshot first: a consumer resyncing after a gap never gets an older seq.
@@ -92,6 +92,8 @@ class Publisher:
                 continue
             sent += 1
         self.counters.deltas += sent
+        if flushed:  # timed when there was something to publish (chains.metrics)
+            self.counters.flushed(seconds=time.perf_counter() - started, published=sent > 0)
         return sent
 
     async def persist(self, book: FeedBook) -> None:

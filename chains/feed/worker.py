@@ -4,7 +4,8 @@ A supervisor of small parts, each testable on its own:
 
 - ``session.FeedSession`` — one broker connection: open, subscribe, receive, liveness;
 - ``publisher.Publisher`` — snapshots, deltas and database copies, fenced by the lock;
-- ``history.HistoryRecorder`` — a minute bar per chain from the flushes, written off the loop;
+- ``history.HistoryRecorder`` — a minute bar per chain at each minute of the exchange clock,
+  written off the loop;
 - ``status`` — what the worker is doing, its counts and Redis trouble, published as the feed
   status record;
 - ``tokens.TokenLifecycle`` — the account's settings and adapter, refusals, new tokens;
@@ -160,6 +161,7 @@ class FeedWorker:
         self.book, self.index_refs, self.leg_refs = books.build(
             self.plans, spots, account=self.account
         )
+        self.history.follow(self.book)
 
     async def prime(self, stop: asyncio.Event | None = None) -> None:
         """Populate every chain from the broker's REST option chain (within its rate limit),
@@ -187,9 +189,14 @@ class FeedWorker:
             logger.warning("Malformed frame from %s skipped: %s", self.account, exc)
             events = exc.events  # what decoded before the bad packet is not lost
         apply = book.apply
+        due = self.history.due  # the exchange clocks' next minute boundary (history)
         ticks = 0
         for event in events:
             if type(event) is Tick:
+                stamp = event.exchange_time
+                if stamp is not None and stamp >= due:
+                    self._crossing(event, stamp, events, received_at)
+                    due = self.history.due
                 ticks += 1
                 apply(event, received_at)
             elif isinstance(event, MarketStatus):
@@ -199,6 +206,32 @@ class FeedWorker:
         if ticks:
             counters.ticks += ticks
             counters.last_tick_at = received_at
+
+    def _crossing(self, tick: Tick, stamp: datetime, events: list[Any], received_at: float) -> None:
+        """``tick`` may be the first of its exchange stamped at or after a minute boundary:
+        before it is applied, apply the frame's later ticks of that exchange stamped before
+        the boundary (an Upstox frame's entries are in no order; applying them again in turn
+        changes nothing), then let the history recorder take the boundary's bars."""
+        history, book = self.history, self.book
+        assert book is not None
+        clock = history.passes(tick.instrument, stamp)
+        if clock is None:
+            return
+        boundary = clock.boundary
+        assert boundary is not None
+        later = False
+        for event in events:
+            if event is tick:
+                later = True
+            elif (
+                later
+                and type(event) is Tick
+                and event.exchange_time is not None
+                and event.exchange_time < boundary
+                and history.clock_of(event.instrument) is clock
+            ):
+                book.apply(event, received_at)
+        history.cross(clock, stamp)
 
     async def flush(self, now: datetime | None = None) -> int:
         """Flush the book: write snapshots, publish deltas. Returns the number of deltas.

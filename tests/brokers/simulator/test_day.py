@@ -78,16 +78,19 @@ def test_same_seed_and_start_give_the_same_truth_at_the_same_minutes_however_bat
         assert a != c
 
 
-def test_truth_at_a_minute_is_the_state_after_every_step_up_to_it():
+def test_truth_at_a_minute_is_the_state_after_every_step_before_it():
     market = _market(3, step=0.25)
     truth = Truth(market)
     market.on_minute = truth.record
     boundary = OPEN.timestamp() + 120
-    market.run(480)  # exactly up to 09:17:00: the step at the boundary is included
-    assert market.now() == boundary
+    market.run(479)  # up to 09:16:59.75: the step at 09:17:00 belongs to the minute after
     live = truth.chain("NIFTY", _expiry(market))
+    market.run(1)
+    assert market.now() == boundary
+    recorded = truth.chain("NIFTY", _expiry(market), boundary)
+    assert (recorded["legs"], recorded["spot"]) == (live["legs"], live["spot"])
     market.run(300)
-    assert truth.chain("NIFTY", _expiry(market), boundary + 59.9) == live
+    assert truth.chain("NIFTY", _expiry(market), boundary + 59.9) == recorded
     with pytest.raises(LookupError, match="after the simulated time now"):
         truth.chain("NIFTY", _expiry(market), market.now() + 1)
     with pytest.raises(LookupError, match="no minute held"):

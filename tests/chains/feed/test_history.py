@@ -1,23 +1,27 @@
-"""Recording intraday history from the feed's flushes (``chains.feed.history``), with a clock,
-a writer and holidays of the test's own: minute boundaries, session hours and holidays, gaps,
-the lock, writer failures, and a slow writer that never holds up a flush."""
+"""Recording intraday history at exchange time (``chains.feed.history``), with ticks stamped
+by the test, a writer and holidays of the test's own: minute boundaries crossed by exchange
+timestamps, session hours and holidays, gaps (a new connection, a silent feed, no news), the
+quiet-market judgement at a flush, the lock, writer failures, and a slow writer that never
+holds up the feed."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from channels.layers import get_channel_layer
 from django.db import OperationalError
 
 from brokers.exchange import IST, Exchange
-from chains import store
+from brokers.ticks import Tick
+from chains import black76
+from chains.analytics import years_to_expiry
 from chains.book import ChainBook, FeedBook
 from chains.feed.history import HistoryRecorder, SessionCalendar, holidays_of
-from chains.feed.publisher import LockLost, Publisher
 from chains.feed.status import BACKOFF, LIVE, QUIET, Counters, Health
 from chains.feed.worker import FeedWorker
 from chains.history.bars import MinuteBar
@@ -75,16 +79,46 @@ def make_chain(underlying: str) -> ChainBook:
     )
 
 
-def news(book: FeedBook, n: int) -> None:
-    """A change on every chain of ``book`` (a tick's worth), observed at ``n``."""
+def news(book: FeedBook, n: int, when: datetime | None = None) -> None:
+    """A change on every chain of ``book`` (a tick's worth), observed at ``n`` and stamped
+    ``when`` (exchange time; None: unstamped)."""
+    stamp = None if when is None else when.astimezone(UTC)
     for chain in book.chains.values():
-        chain.apply_spot_value(26_000.0 + n, float(n))
+        book.apply(Tick("test", "IDX", chain.index_instrument, stamp, ltp=26_000.0 + n), float(n))
         for i, leg in enumerate(chain.legs.values()):
-            chain.apply_fields(
-                leg.instrument,
-                {"ltp": 100.0 + n + i, "oi": 1_000 * (i + 1) + n, "bid_price": 99.0 + n},
-                float(n),
-            )
+            tick = Tick(
+                "test", "FNO", leg.instrument, stamp, ltp=100.0 + n + i,
+                oi=1_000 * (i + 1) + n, bid_price=99.0 + n,
+            )  # fmt: skip
+            book.apply(tick, float(n))
+
+
+def cross(book: FeedBook, rec: HistoryRecorder, when: datetime, only: str | None = None) -> int:
+    """A tick of each chain's index (or of ``only``'s) stamped ``when``, through the exchange
+    clocks as the worker passes it (before applying it). Returns the bars queued."""
+    queued = 0
+    for chain in book.chains.values():
+        if only is None or chain.underlying == only:
+            clock = rec.passes(chain.index_instrument, when.astimezone(UTC))
+            if clock is not None:
+                queued += rec.cross(clock, when.astimezone(UTC))
+    return queued
+
+
+STARTED: weakref.WeakSet[HistoryRecorder] = weakref.WeakSet()
+
+
+def start(book: FeedBook, rec: HistoryRecorder, when: datetime) -> None:
+    """Follow ``book`` as a worker does, with the feed running since well before ``when``:
+    the clocks set and the first boundary after the connection opened (a gap) passed."""
+    STARTED.add(rec)
+    rec.follow(book)
+    cross(book, rec, minute_start(when) - timedelta(seconds=40))
+    cross(book, rec, minute_start(when) + timedelta(seconds=0.01))
+
+
+def minute_start(when: datetime) -> datetime:
+    return when.replace(second=0, microsecond=0)
 
 
 def calendar(nse_holiday: bool = True) -> SessionCalendar:
@@ -102,11 +136,13 @@ async def held_lock(redis_client, account: str = "main") -> FeedLock:
 
 def recorder(lock: FeedLock, clock: Clock, writer: Writer, **kwargs) -> HistoryRecorder:
     health = kwargs.pop("health", None) or Health(state=LIVE)
+    counters = kwargs.pop("counters", None) or Counters()
+    counters.connected_since = 1.0  # one connection throughout
     return HistoryRecorder(
         account="main",
         lock=lock,
         health=health,
-        counters=kwargs.pop("counters", None) or Counters(),
+        counters=counters,
         writer=writer,
         now=clock,
         session=kwargs.pop("session", None) or calendar(),
@@ -114,12 +150,24 @@ def recorder(lock: FeedLock, clock: Clock, writer: Writer, **kwargs) -> HistoryR
     )
 
 
-def flush_at(book: FeedBook, rec: HistoryRecorder, clock: Clock, when: datetime, n: int) -> int:
-    """Ticks (``n``), then a flush at ``when`` as the publisher does it: book, then recorder."""
+def flush_at(
+    book: FeedBook, rec: HistoryRecorder, clock: Clock, when: datetime, n: int, *, live=True
+) -> int:
+    """Ticks (``n``) stamped ``when`` through the exchange clocks as the worker applies them,
+    then a flush as the publisher does it: book, then recorder. Returns the bars queued.
+    ``live``: the feed also delivered an unchanged index tick a second before ``when`` (it
+    was not silent)."""
+    if rec not in STARTED:
+        start(book, rec, when)
     clock.at = when
-    news(book, n)
+    for chain in book.chains.values() if live else ():
+        if chain.spot is not None:
+            stamp = (when - timedelta(seconds=1)).astimezone(UTC)
+            book.apply(Tick("test", "IDX", chain.index_instrument, stamp, ltp=chain.spot), n - 0.5)
+    queued = cross(book, rec, when)
+    news(book, n, when)
     book.flush(when)
-    return rec.record(book)
+    return queued + rec.at_flush()
 
 
 @pytest.fixture
@@ -140,8 +188,8 @@ async def test_one_bar_per_chain_at_the_first_flush_of_each_minute(redis_client,
     assert flush_at(book, rec, clock, at(10, 1, 0.4), 4) == 0  # not twice
     assert flush_at(book, rec, clock, at(10, 1, 30), 5) == 0
     assert flush_at(book, rec, clock, at(10, 2, 1), 6) == 2
-    clock.at = at(10, 1, 59)  # a clock stepping back never records a minute again
-    assert rec.record(book) == 0
+    # A tick stamped before the boundary judged last never records a minute again.
+    assert flush_at(book, rec, clock, at(10, 1, 59), 7) == 0
     assert await rec.write_queued() == 4
     assert writer.minutes() == [
         ("NIFTY", "10:01"), ("SENSEX", "10:01"), ("NIFTY", "10:02"), ("SENSEX", "10:02"),
@@ -191,15 +239,17 @@ async def test_no_bar_while_the_holidays_are_not_known(redis_client, book):
 async def test_a_chain_with_no_news_since_the_last_minute_is_a_gap(redis_client, book):
     clock, writer = Clock(at(10, 0, 30)), Writer()
     rec = recorder(await held_lock(redis_client), clock, writer)
-    flush_at(book, rec, clock, at(10, 0, 30), 1)
-    _nifty, sensex = book.chains.values()
-    sensex.apply_spot_value(27_000.0, 2.0)  # only SENSEX hears something
-    book.flush(at(10, 0, 50))
-    clock.at = at(10, 1, 0.1)
-    book.flush(clock.at)
-    assert rec.record(book) == 1
+    flush_at(book, rec, clock, at(10, 0, 50), 1)
+    assert cross(book, rec, at(10, 1, 0.1)) == 2
+    nifty, sensex = book.chains.values()
+    stamp = at(10, 1, 50).astimezone(UTC)
+    # NIFTY's index ticks again, unchanged (its exchange is not silent); only SENSEX changes.
+    book.apply(Tick("test", "IDX", nifty.index_instrument, stamp, ltp=nifty.spot), 3.0)
+    book.apply(Tick("test", "IDX", sensex.index_instrument, stamp, ltp=27_000.0), 3.0)
+    book.flush(at(10, 1, 50))
+    assert cross(book, rec, at(10, 2, 0.1)) == 1
     await rec.write_queued()
-    assert writer.minutes() == [("SENSEX", "10:01")]
+    assert writer.minutes() == [("NIFTY", "10:01"), ("SENSEX", "10:01"), ("SENSEX", "10:02")]
 
 
 @pytest.mark.asyncio
@@ -219,13 +269,12 @@ async def test_a_chain_that_is_not_ready_is_a_gap(redis_client):
     book = FeedBook([make_chain("NIFTY")])
     clock, writer = Clock(at(10, 0, 30)), Writer()
     rec = recorder(await held_lock(redis_client), clock, writer)
-    chain = book.chains[("NIFTY", EXPIRY)]
-    chain.apply_spot_value(26_000.0, 1.0)  # the spot, but no leg priced
-    book.flush(at(10, 0, 30))
-    chain.apply_spot_value(26_001.0, 2.0)
-    clock.at = at(10, 1, 0.1)
-    book.flush(clock.at)
-    assert rec.record(book) == 0
+    start(book, rec, at(10, 0, 30))
+    for n, when in enumerate((at(10, 0, 30), at(10, 0, 50)), 1):  # the spot, but no leg priced
+        book.apply(Tick("test", "IDX", "NIFTY", when.astimezone(UTC), ltp=26_000.0 + n), n)
+        book.flush(when)
+    assert cross(book, rec, at(10, 1, 0.1)) == 0
+    assert rec.minute == at(10, 1)
 
 
 @pytest.mark.asyncio
@@ -242,74 +291,107 @@ async def test_recording_off_records_nothing(redis_client, book):
 
 @pytest.mark.asyncio
 async def test_no_bar_without_the_lock(redis_client, book):
-    """The publisher refuses to flush without the lock, so nothing is recorded; and bars
-    queued while it was held are not written once it is gone."""
+    """No bar is taken while the lock is not held, and bars queued while it was held are not
+    written once it is gone."""
     clock, writer = Clock(at(10, 0, 30)), Writer()
     lock = FeedLock(redis_client, "main")  # not acquired
     rec = recorder(lock, clock, writer)
-    publisher = Publisher(
-        account="main", redis=redis_client, layer=get_channel_layer(), lock=lock,
-        counters=Counters(), history=rec,
-    )  # fmt: skip
-    clock.at = at(10, 1, 0.1)
-    news(book, 1)
-    with pytest.raises(LockLost):
-        await publisher.flush(book, clock.at)
-    assert rec.minute is None and rec.queued == 0
-
+    assert flush_at(book, rec, clock, at(10, 0, 30), 1) == 0
+    assert flush_at(book, rec, clock, at(10, 1, 0.1), 2) == 0
+    assert rec.minute == at(10, 1) and rec.queued == 0
     assert await lock.acquire()
-    await publisher.flush(book, clock.at)  # the first flush of 10:01 while held
-    news(book, 2)
-    clock.at = at(10, 2, 0.1)
-    await publisher.flush(book, clock.at)
-    assert rec.queued == 2
+    assert flush_at(book, rec, clock, at(10, 2, 0.1), 3) == 2
     await lock.release()
     assert await rec.write_queued() == 0
     assert writer.batches == [] and rec.queued == 0
 
 
-@pytest.mark.asyncio
-class TickingLayer:
-    """The channel layer, while ticks keep arriving: each publish of a delta lets the event
-    loop apply one more (``news``) before the flush writes its next chain."""
-
-    def __init__(self, book: FeedBook) -> None:
-        self.layer, self.book, self.ticks = get_channel_layer(), book, 100
-
-    async def group_send(self, group: str, message: dict) -> None:
-        await self.layer.group_send(group, message)
-        self.ticks += 1
-        news(self.book, self.ticks)
+# --- the bar of a minute -----------------------------------------------------------------------
 
 
 @pytest.mark.asyncio
-async def test_the_bars_equal_the_snapshots_the_flush_published(redis_client, book):
-    """Ticks applied while a flush writes its chains belong to the next flush: neither the
-    snapshots nor the bars of this one hold them."""
-    clock, writer = Clock(at(10, 0, 30)), Writer()
-    lock = await held_lock(redis_client)
-    rec = recorder(lock, clock, writer)
-    publisher = Publisher(
-        account="main", redis=redis_client, layer=TickingLayer(book), lock=lock,
-        counters=Counters(), history=rec,
-    )  # fmt: skip
-    news(book, 1)
-    await publisher.flush(book, clock.at)
-    news(book, 2)
-    clock.at = at(10, 1, 0.1)
-    await publisher.flush(book, clock.at)
+async def test_the_bar_of_a_minute_holds_what_was_stamped_before_it_with_analytics_then(
+    redis_client, book
+):
+    """Taken when the first tick stamped at M:00 arrives, before it is applied, whatever was
+    flushed: the ticks stamped before M:00, IV and delta computed at M:00 on the chain's
+    parity forward, not at the wall clock's time."""
+    clock, writer = Clock(at(19, 0)), Writer()  # the wall clock is hours away
+    rec = recorder(await held_lock(redis_client), clock, writer)
+    flush_at(book, rec, clock, at(10, 0, 30), 1)
+    news(book, 2, at(10, 0, 59.9))  # not flushed yet
+    assert cross(book, rec, at(10, 1, 0)) == 2  # stamped 10:01:00: applied after the bars
+    news(book, 3, at(10, 1, 0))
     await rec.write_queued()
-    assert len(writer.batches[0]) == 2
+    years = years_to_expiry(EXPIRY, at(10, 1))
     for bar in writer.batches[0]:
-        snapshot = await store.aread_snapshot(redis_client, bar.underlying, bar.expiry)
-        assert snapshot is not None
-        assert bar.spot == snapshot["spot"]
-        for i, strike in enumerate(bar.legs.strikes):
-            for side in ("CE", "PE"):
-                leg = snapshot["strikes"][f"{strike:g}"][side]
-                columns = bar.legs.side(side)
-                got = {name: getattr(columns, name)[i] for name in ("ltp", "oi", "bid", "iv")}
-                assert got == {name: leg[name] for name in got}
+        assert bar.minute == at(10, 1) and bar.spot == 26_002.0
+        assert bar.forward is not None
+        for i, side in enumerate(s for _ in bar.legs.strikes for s in ("CE", "PE")):
+            k = i // 2
+            column = bar.legs.side(side)
+            assert column.ltp[k] == 102.0 + i and column.oi[k] == 1_000 * (i + 1) + 2
+            solved = black76.implied_vol_and_greeks(
+                call=side == "CE", premium=102.0 + i, forward=bar.forward,
+                strike=bar.legs.strikes[k], years=years, rate=0.0, guess=None,
+            )  # fmt: skip
+            assert solved is not None
+            assert column.iv[k] == pytest.approx(solved[0], abs=1e-6)
+            assert column.delta[k] == pytest.approx(solved[1][0], abs=1e-4)
+
+
+@pytest.mark.asyncio
+async def test_the_first_boundary_after_a_connection_opens_is_a_gap(redis_client, book):
+    clock, writer, counters = Clock(at(10, 0, 30)), Writer(), Counters()
+    rec = recorder(await held_lock(redis_client), clock, writer, counters=counters)
+    rec.follow(book)
+    STARTED.add(rec)
+    assert flush_at(book, rec, clock, at(10, 0, 30), 1) == 0  # the first tick sets the clock
+    assert flush_at(book, rec, clock, at(10, 1, 0.1), 2) == 0  # the first boundary: a gap
+    assert flush_at(book, rec, clock, at(10, 2, 0.1), 3) == 2
+    counters.connected_since = 2.0  # the feed reconnected
+    assert flush_at(book, rec, clock, at(10, 3, 0.1), 4) == 0
+    assert flush_at(book, rec, clock, at(10, 4, 0.1), 5) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_silent_feed_misses_its_minutes_and_a_tick_jumping_minutes_leaves_gaps(
+    redis_client, book
+):
+    clock, writer = Clock(at(10, 0, 30)), Writer()
+    rec = recorder(await held_lock(redis_client), clock, writer)
+    flush_at(book, rec, clock, at(10, 0, 20), 1, live=False)  # silent 40 s before 10:01
+    assert flush_at(book, rec, clock, at(10, 1, 0.1), 2, live=False) == 0
+    flush_at(book, rec, clock, at(10, 1, 45), 3)
+    assert flush_at(book, rec, clock, at(10, 2, 31), 4, live=False) == 0  # 10:02 crossed 31 s late
+    flush_at(book, rec, clock, at(10, 2, 45), 5)
+    assert flush_at(book, rec, clock, at(10, 5, 0.1), 6, live=False) == 0  # 10:03–10:05 jumped over
+    flush_at(book, rec, clock, at(10, 5, 45), 7)
+    assert flush_at(book, rec, clock, at(10, 6, 0.1), 8) == 2
+    await rec.write_queued()
+    assert {minute for _, minute in writer.minutes()} == {"10:06"}
+
+
+@pytest.mark.asyncio
+async def test_a_boundary_no_tick_crosses_is_judged_at_a_flush_after_the_grace(redis_client, book):
+    """A quiet market (the close at 15:30): the exchange clock runs on from its last tick on
+    the wall clock, and the boundary is judged at the first flush ``grace`` after it."""
+    wall = [1000.0]
+    clock, writer = Clock(at(15, 29)), Writer()
+    rec = recorder(
+        await held_lock(redis_client), clock, writer, monotonic=lambda: wall[0], grace=5.0
+    )
+    flush_at(book, rec, clock, at(15, 29, 0.5), 1)  # the clock crossed 15:29 at 15:29:00.01
+    flush_at(book, rec, clock, at(15, 29, 50), 2)  # the last ticks of the day
+    wall[0] += 59.99 + 4.9  # 15:30:04.9 by the clock run on from 15:29:00.01
+    assert rec.at_flush() == 0
+    wall[0] += 0.2
+    assert rec.at_flush() == 2
+    assert rec.minute == at(15, 30)
+    wall[0] += 3600.0  # no more ticks: a quiet minute has no news, and 15:31 is closed
+    assert rec.at_flush() == 0
+    await rec.write_queued()
+    assert writer.minutes()[-2:] == [("NIFTY", "15:30"), ("SENSEX", "15:30")]
 
 
 # --- the writer --------------------------------------------------------------------------------
@@ -366,7 +448,7 @@ async def test_a_slow_writer_never_holds_up_a_flush(redis_client, book):
                 flushes += 1
                 await asyncio.sleep(0)  # the event loop runs on: other tasks take turns
         assert flushes == 36 and rec.queued == 2 and writer.batches == []
-        assert counters.history_errors == 1
+        assert counters.history_errors == 1, counters.history_last_error
         assert "10:04 bars were dropped" in counters.history_last_error
         gate.set()
         async with asyncio.timeout(30):

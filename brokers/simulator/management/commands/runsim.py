@@ -53,6 +53,35 @@ def _start(raw: str | None, day: date | None) -> datetime | None:
     return moment
 
 
+def _catch_up_to(raw: str | None, start: datetime | None, speed: float) -> datetime | None:
+    """The end of the catch-up from ``--catch-up-to HH:MM[:SS]`` (IST, on the start's day;
+    None: no catch-up); CommandError says what the flag needs."""
+    if raw is None:
+        return None
+    if start is None:
+        raise CommandError(
+            "--catch-up-to needs --start, e.g. --start 09:15 --catch-up-to 11:00 --speed 60"
+        )
+    try:
+        clock = time.fromisoformat(raw)
+    except ValueError:
+        clock = None
+    if clock is None or clock.tzinfo is not None or len(raw) > 8:
+        raise CommandError(f"--catch-up-to {raw!r}: give HH:MM or HH:MM:SS (IST), e.g. 11:00")
+    local = start.astimezone(IST)
+    until = datetime.combine(local.date(), clock, tzinfo=IST)
+    if until <= local:
+        raise CommandError(
+            f"--catch-up-to {raw} is not after the start ({local:%H:%M:%S} IST): give a later "
+            "time of the start's day"
+        )
+    if not speed > 1:
+        raise CommandError(
+            "--catch-up-to needs --speed above 1: the speed of the catch-up, e.g. --speed 60"
+        )
+    return until
+
+
 class Command(BaseCommand):
     help = (
         "Run the exchange simulator: DhanHQ and Upstox REST, feeds, masters and the /sim control "
@@ -106,6 +135,20 @@ class Command(BaseCommand):
             "follow the simulated clock.",
         )
         parser.add_argument(
+            "--catch-up-to",
+            default=None,
+            metavar="HH:MM[:SS]",
+            help="Run at --speed only until this simulated time of the start's day (IST), then "
+            "at real time (speed 1): e.g. --start 09:15 --catch-up-to 11:00 --speed 60 runs "
+            "the morning in under two minutes and goes on as a real market from 11:00.",
+        )
+        parser.add_argument(
+            "--clock-waits-for-feed",
+            action="store_true",
+            help="The clock stands at --start until a feed connection subscribes (REST answers "
+            "meanwhile see --start): a setup that takes a while loses no simulated minute.",
+        )
+        parser.add_argument(
             "--exchange-hours",
             action="store_true",
             help="Trade only in the exchange's hours on the market clock: 09:15-15:30 IST on "
@@ -143,6 +186,9 @@ class Command(BaseCommand):
         options["start"] = _start(options["start"], options["date"])
         if not options["speed"] > 0 or options["speed"] > MAX_SPEED:
             raise CommandError(f"--speed must be above 0 and at most {MAX_SPEED:g}")
+        options["catch_up_to"] = _catch_up_to(
+            options["catch_up_to"], options["start"], options["speed"]
+        )
         names = {f.name for f in fields(SimConfig)}
         config = SimConfig(**{k: v for k, v in options.items() if k in names})
         if config.ticks_per_second < 0:
@@ -180,10 +226,17 @@ class Command(BaseCommand):
         hours = "09:15-15:30 IST on weekdays" if config.exchange_hours else "around the clock"
         holiday = f"; today is a trading holiday ({config.holiday})" if config.holiday else ""
         start = (config.start or datetime.now(IST)).astimezone(IST)
+        waits = " (standing until a feed subscribes)" if config.clock_waits_for_feed else ""
         lines = [
             f"Exchange simulator listening on {http}",
             f"  seed {config.seed}, {rate} ticks/s, ±{config.strikes} strikes",
-            f"  Clock from {start:%Y-%m-%d %H:%M:%S} IST at {config.speed:g}x real time",
+            f"  Clock from {start:%Y-%m-%d %H:%M:%S} IST at {config.speed:g}x real time"
+            + (
+                f" until {config.catch_up_to.astimezone(IST):%H:%M:%S}, then at real time"
+                if config.catch_up_to is not None
+                else ""
+            )
+            + waits,
             f"  Market open {hours}{holiday}",
             f"  Dhan REST      {http}/dhan",
             f"  Dhan feed      {ws}/dhan/feed?version=2&token=***&clientId="
