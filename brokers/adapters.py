@@ -57,6 +57,32 @@ class RestChain:
     rows: dict[str, dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class HistoryAsk:
+    """Which daily history ``FeedAdapter.daily_history`` fetches: an underlying's index, the
+    segment of its options, whether it has weekly expiries, and the trading days wanted."""
+
+    underlying: str
+    index: InstrumentRef
+    option_segment: str
+    weekly: bool
+    days: tuple[date, ...]
+
+
+@dataclass(frozen=True)
+class DayClose:
+    """One trading day's close from a broker's historical API (``brokers/<kind>/historical``):
+    None where the broker does not give the figure. ``atm_iv`` is a fraction, the mean of the
+    CE and PE IV at the ATM strike; ``straddle`` = CE + PE close at that strike."""
+
+    day: date
+    at: datetime  # the instant the figures are of (aware)
+    spot: float | None
+    atm_strike: float | None
+    atm_iv: float | None
+    straddle: float | None
+
+
 class RenewedToken(Protocol):
     """A token a broker issued in place of the account's (``FeedAdapter.renew_token``)."""
 
@@ -115,6 +141,12 @@ class FeedAdapter:
             f"{self.kind} tokens are not renewed through the broker's API: an admin replaces "
             "them (see brokers.registry)."
         )
+
+    async def daily_history(self, ask: HistoryAsk) -> tuple[dict[date, DayClose], str]:
+        """The closes of ``ask.days`` the broker's historical API gives (days it has no data
+        for are absent) and a sentence on what the broker's history lacks ("" if nothing).
+        Raises BrokerError."""
+        raise NotImplementedError
 
     async def aclose(self) -> None:
         """Close the REST client and the Redis client of the account's shared limits."""

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..adapters import AccountConfig, FeedAdapter, InstrumentRef, RestChain
+from ..adapters import AccountConfig, DayClose, FeedAdapter, HistoryAsk, InstrumentRef, RestChain
 from ..exceptions import BrokerError
 from ..ratelimit import DhanLimiters, shared_dhan_limiters
 from . import codec as dhan_codec
 from . import messages as dhan_messages
 from .answers import DhanToken
 from .codec import DISCONNECT_REASONS
+from .historical import fetch_day_closes
 from .rest import DhanRestClient
 
 if TYPE_CHECKING:
@@ -119,6 +120,9 @@ class DhanAdapter(FeedAdapter):
     async def renew_token(self) -> DhanToken:
         """DhanHQ's RenewToken (see ``DhanRestClient.renew_token``): store the returned token."""
         return await self.rest.renew_token()
+
+    async def daily_history(self, ask: HistoryAsk) -> tuple[dict[date, DayClose], str]:
+        return await fetch_day_closes(self.rest, ask), ""
 
     async def aclose(self) -> None:
         try:

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..adapters import AccountConfig, FeedAdapter, InstrumentRef, RestChain
+from ..adapters import AccountConfig, DayClose, FeedAdapter, HistoryAsk, InstrumentRef, RestChain
 from ..endpoints import AUTHORIZED_FEED_URI
 from ..ratelimit import RateLimiter, shared_upstox_limiter
 from . import codec as upstox_codec
 from . import messages as upstox_messages
+from .historical import NO_IV, fetch_day_closes
 from .rest import UpstoxRestClient
 
 if TYPE_CHECKING:
@@ -98,6 +99,9 @@ class UpstoxAdapter(FeedAdapter):
     async def check_token(self) -> datetime | None:
         await self.rest.profile()
         return None  # the profile does not say; tokens expire at 03:30 IST
+
+    async def daily_history(self, ask: HistoryAsk) -> tuple[dict[date, DayClose], str]:
+        return await fetch_day_closes(self.rest, ask), NO_IV
 
     async def aclose(self) -> None:
         try:
