@@ -1,8 +1,9 @@
 """Fail when a pin of a top-level requirements file is missing from its lock file.
 
 requirements.txt → requirements.lock, requirements-demo.txt → requirements-demo.lock,
-requirements-dev.txt → requirements-dev.lock: each ``name==version`` line of the first must be in
-the second, as pip-compile writes it. A miss means the file was edited without `make lock`.
+requirements-dev.txt → requirements-dev.lock, requirements-bench.txt → requirements-bench.lock:
+each ``name==version`` line of the first must be in the second, as pip-compile writes it. A
+miss means the file was edited without `make lock`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ PAIRS = {
     "requirements.txt": "requirements.lock",
     "requirements-demo.txt": "requirements-demo.lock",
     "requirements-dev.txt": "requirements-dev.lock",
+    "requirements-bench.txt": "requirements-bench.lock",
 }
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;#]+)")
 

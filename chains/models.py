@@ -49,7 +49,28 @@ class TaskOutcome(models.Model):
         return f"{self.name}: {state}"
 
 
-class HistoryBar(models.Model):
+class ChainFigures(models.Model):
+    """The chain-level figures of a minute bar (``chains.history.bars.MinuteBar``; the names
+    of ``chains.history.store.CHAIN_FIELDS``), shared by ``HistoryBar`` and ``DailyClose``.
+    None where a figure was not known at that minute, never 0."""
+
+    spot = models.FloatField(null=True)
+    forward = models.FloatField(null=True)
+    atm_strike = models.FloatField(null=True)
+    atm_iv = models.FloatField(null=True)
+    straddle = models.FloatField(null=True)
+    pcr = models.FloatField(null=True)
+    max_pain = models.FloatField(null=True)
+    ce_oi = models.BigIntegerField(null=True)
+    pe_oi = models.BigIntegerField(null=True)
+    ce_oi_change = models.BigIntegerField(null=True)
+    pe_oi_change = models.BigIntegerField(null=True)
+
+    class Meta:
+        abstract = True
+
+
+class HistoryBar(ChainFigures):
     """One chain at one minute (``chains.history.bars.MinuteBar``), written by the feed
     worker through ``chains.history.store.history_write``. ``legs`` holds every leg packed
     (``bars.pack_legs``). ``day`` is the IST day of ``minute``: on PostgreSQL the table is
@@ -61,17 +82,6 @@ class HistoryBar(models.Model):
     expiry = models.DateField()
     day = models.DateField()
     minute = models.DateTimeField()
-    spot = models.FloatField(null=True)
-    forward = models.FloatField(null=True)
-    atm_strike = models.FloatField(null=True)
-    atm_iv = models.FloatField(null=True)
-    straddle = models.FloatField(null=True)
-    pcr = models.FloatField(null=True)
-    max_pain = models.FloatField(null=True)
-    ce_oi = models.BigIntegerField(null=True)
-    pe_oi = models.BigIntegerField(null=True)
-    ce_oi_change = models.BigIntegerField(null=True)
-    pe_oi_change = models.BigIntegerField(null=True)
     legs = models.BinaryField()
 
     class Meta:
@@ -81,7 +91,7 @@ class HistoryBar(models.Model):
         return f"{self.underlying} {self.expiry} at {self.minute:%Y-%m-%d %H:%M}"
 
 
-class DailyClose(models.Model):
+class DailyClose(ChainFigures):
     """A chain's last minute bar of a day (its chain-level figures), kept
     ``HISTORY_DAILY_DAYS`` for IV rank (which takes, each day, the nearest expiry's)."""
 
@@ -89,17 +99,9 @@ class DailyClose(models.Model):
     expiry = models.DateField()
     day = models.DateField()
     minute = models.DateTimeField()  # the bar's minute: the day's last one written
-    spot = models.FloatField(null=True)
-    forward = models.FloatField(null=True)
-    atm_strike = models.FloatField(null=True)
-    atm_iv = models.FloatField(null=True)
-    straddle = models.FloatField(null=True)
-    pcr = models.FloatField(null=True)
-    max_pain = models.FloatField(null=True)
-    ce_oi = models.BigIntegerField(null=True)
-    pe_oi = models.BigIntegerField(null=True)
-    ce_oi_change = models.BigIntegerField(null=True)
-    pe_oi_change = models.BigIntegerField(null=True)
+    # Who wrote the row: the feed's recording ("live") or ``backfillhistory`` from a broker's
+    # historical API ("backfill:<broker kind>"); a backfill never replaces a live day.
+    source = models.CharField(max_length=32, default="live")
 
     class Meta:
         constraints = [

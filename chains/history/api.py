@@ -10,14 +10,19 @@ and error shapes as ``/api/v2/options/live``):
   with ``source: "history"``.
 
 Common parameters: ``underlying`` (a tracked one, else 404), ``expiry`` (a tracked expiry, or
-one recorded that day, else 404; default the nearest), ``date`` (YYYY-MM-DD, default today in
-IST; 400 in the future or before the oldest kept day, HISTORY_DAYS), ``from``/``to`` (HH:MM in
-09:15–15:30, from ≤ to; 400 otherwise).
+one recorded that day, else 404; default the nearest), ``date`` (YYYY-MM-DD, default the
+chain's trading day by its feed's exchange clock, ``trading_day.trading_day``: today in IST on
+a live market; 400 in the future or before the oldest kept day, HISTORY_DAYS), ``from``/``to``
+(HH:MM in 09:15–15:30, from ≤ to; 400 otherwise).
+
+A stored bar whose packed legs cannot be read answers 500 ``history_corrupt`` naming the chain
+and minute (logged with the traceback): never a bad request, never a silent gap.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,9 +35,13 @@ from brokers.models import Instrument, InstrumentKind
 from .. import analytics, selectors
 from ..api import Answer, as_json, error, parse_expiry
 from ..contracts import LegJSON
+from ..exceptions import HistoryCorrupt
 from . import selectors as history
 from .bars import COLUMNS, SIDES, MinuteBar
 from .store import CHAIN_FIELDS, oldest_bar_day
+from .trading_day import trading_day
+
+logger = logging.getLogger(__name__)
 
 MAX_STRIKES = 20
 LEG_KEYS = tuple(LegJSON.__annotations__)  # a replayed leg has the live leg's keys
@@ -82,10 +91,17 @@ def _chain(query: Mapping[str, str]) -> Chain:
         tracked = selectors.tracked_chain(underlying)
     except selectors.NotTracked as exc:
         raise BadRequest(str(exc), status=404, code="not_tracked", valid=exc.valid) from None
-    expiry = parse_expiry(query.get("expiry"))
+    try:
+        expiry = parse_expiry(query.get("expiry"))
+    except ValueError as exc:  # its message names the form to use
+        raise BadRequest(str(exc)) from None
+    # The chain's trading day (its feed's exchange clock): the default date.
+    live_day = trading_day(tracked.account.name, today=now_day)
+    if not query.get("date"):
+        day = live_day
     listed = sorted(
         set(history.recorded_expiries(tracked.underlying, day))
-        | (set(selectors.expiries(tracked)) if day == now_day else set())
+        | (set(selectors.expiries(tracked)) if day == live_day else set())
     )
     if expiry is None:
         if not listed:
@@ -164,12 +180,17 @@ def _head(chain: Chain) -> dict[str, Any]:
 
 
 def _answer(endpoint: Any, query: Mapping[str, str]) -> Answer:
+    """``endpoint``'s answer; a BadRequest's 400/404, or 500 ``history_corrupt`` for a stored
+    bar that cannot be read. Anything else propagates: the HTTP layer (``chains.api_http``)
+    logs it and answers 500 ``server_error``, never a bad request that was not the client's."""
     try:
         return endpoint(query)
     except BadRequest as exc:
         return exc.answer()
-    except ValueError as exc:  # parse_expiry's message names the form to use
-        return error(400, "bad_request", str(exc))
+    except HistoryCorrupt as exc:
+        # Not the client's fault and not a gap: the answer names the bar, the log keeps why.
+        logger.error("History API: %s", exc, exc_info=exc)
+        return error(500, "history_corrupt", str(exc))
 
 
 def series(query: Mapping[str, str]) -> Answer:
@@ -222,14 +243,21 @@ def _as_of(chain: Chain, minute: datetime) -> MinuteBar:
 
 def oi_change(query: Mapping[str, str]) -> Answer:
     """``/api/v2/options/oi-change``: per strike, CE and PE OI at ``to`` and its change since
-    ``from``, each minute's chain as it stood then (the latest bar at or before it)."""
+    ``from``, each minute's chain as it stood then (the latest bar at or before it; for
+    ``from`` before the day's first bar, that bar)."""
     return _answer(_oi_change, query)
 
 
 def _oi_change(query: Mapping[str, str]) -> Answer:
     chain = _chain(query)
     start, end = _window(query, chain, required=True)
-    first, last = _as_of(chain, start), _as_of(chain, end)
+    last = _as_of(chain, end)
+    first = history.bar_as_of(chain.underlying, chain.expiry, start)
+    if first is None:
+        # Nothing recorded by ``from`` — the open usually: the first minute after the feed
+        # connects is a gap — the window starts at the day's first bar (``from_bar`` says so).
+        recorded = history.recorded_minutes(chain.underlying, chain.expiry, chain.day)
+        first = _as_of(chain, recorded[0])
     before = {
         side: dict(zip(first.legs.strikes, first.legs.side(side).oi, strict=True)) for side in SIDES
     }
@@ -336,7 +364,9 @@ def _iv_rank(query: Mapping[str, str]) -> Answer:
         tracked = selectors.tracked_chain(underlying)
     except selectors.NotTracked as exc:
         raise BadRequest(str(exc), status=404, code="not_tracked", valid=exc.valid) from None
-    rank = history.iv_rank(tracked.underlying, today=today())
+    rank = history.iv_rank(
+        tracked.underlying, today=trading_day(tracked.account.name, today=today())
+    )
     data = {
         "underlying": rank.underlying,
         "date": None if rank.day is None else rank.day.isoformat(),
@@ -384,6 +414,8 @@ def _replay(query: Mapping[str, str]) -> Answer:
         "strike_interval": _interval(bar.legs.strikes),
         "atm_strike": analytics.nearest_strike(bar.legs.strikes, bar.forward),
         "spot": bar.spot,
+        # A minute bar does not hold the index's previous close: unknown, never guessed.
+        "spot_prev_close": None,
         "forward": bar.forward,
         "pcr": bar.pcr,
         "max_pain": bar.max_pain,

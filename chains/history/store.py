@@ -117,14 +117,14 @@ def _update_closes(bars: Iterable[MinuteBar]) -> None:
             .filter(underlying=underlying, expiry=expiry, day=day)
             .first()
         )
-        if close is not None and close.minute > bar.minute:
+        if close is not None and close.minute > bar.minute and close.source == "live":
             continue
         values = {name: getattr(bar, name) for name in CHAIN_FIELDS}
         DailyClose.objects.update_or_create(
             underlying=underlying,
             expiry=expiry,
             day=day,
-            defaults={"minute": bar.minute, **values},
+            defaults={"minute": bar.minute, **values, "source": "live"},
         )
 
 

@@ -96,3 +96,32 @@ def test_rotation_does_not_touch_updated_at(settings):
     ]
     rotate()
     assert BrokerAccount.objects.get(pk=account.pk).updated_at == account.updated_at
+
+
+def test_with_a_single_key_nothing_changes_and_the_report_says_how_to_rotate(settings):
+    dhan_account()
+    upstox_account()
+    assert len(settings.FIELD_ENCRYPTION_KEYS) == 1
+    before = raw_rows()
+    report = rotate()
+    assert "Re-encrypted 0 secret(s)" in report and "3 already used it" in report
+    assert "FIELD_ENCRYPTION_KEY holds a single key: there was nothing to rotate" in report
+    assert "FIELD_ENCRYPTION_KEY=NEW,OLD" in report  # what to do to rotate
+    assert raw_rows() == before  # nothing rewritten, nothing lost
+    main, ux = BrokerAccount.objects.get(name="main"), BrokerAccount.objects.get(name="ux")
+    assert main.access_token.reveal() == FAKE_DHAN_TOKEN
+    assert ux.api_secret.reveal() == FAKE_UPSTOX_SECRET
+    assert settings.FIELD_ENCRYPTION_KEYS[0] not in report  # never a key in the output
+
+
+def test_with_a_single_key_that_does_not_decrypt_a_secret_nothing_changes(settings):
+    dhan_account()  # encrypted with the configured key, which is then replaced
+    only_key(Fernet.generate_key().decode(), settings)
+    upstox_account()
+    before = raw_rows()
+    with pytest.raises(CommandError) as err:
+        rotate()
+    message = str(err.value)
+    assert message.startswith("Nothing was changed: 1 secret(s) cannot be decrypted")
+    assert "'main'" in message and FAKE_DHAN_TOKEN not in message
+    assert raw_rows() == before

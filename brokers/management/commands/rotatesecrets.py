@@ -1,7 +1,8 @@
 """Re-encrypt every stored secret with the first key of FIELD_ENCRYPTION_KEY.
 
 Rotation: put the new key first (``FIELD_ENCRYPTION_KEY=new,old``), restart, run this, then
-drop the old key. All or nothing: when a secret is found that no configured key decrypts, the
+drop the old key (with a single key configured it rewrites nothing and says how to rotate).
+All or nothing: when a secret is found that no configured key decrypts, the
 command names its account and field and changes nothing.
 """
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import models, transaction
 
@@ -52,6 +54,12 @@ class Command(BaseCommand):
             f"Re-encrypted {counts.rotated} secret(s) with the first key of "
             f"FIELD_ENCRYPTION_KEY; {counts.current} already used it; {counts.empty} empty."
         )
+        if len(settings.FIELD_ENCRYPTION_KEYS) == 1:  # a rotation step skipped, most likely
+            self.stdout.write(
+                "FIELD_ENCRYPTION_KEY holds a single key: there was nothing to rotate. To "
+                "rotate, set FIELD_ENCRYPTION_KEY=NEW,OLD (the new key first), restart, run "
+                "rotatesecrets again, then drop OLD."
+            )
 
     def _rotate_model(
         self, model: type[models.Model], fields: list[EncryptedSecretField], counts: _Counts

@@ -13,7 +13,7 @@ from brokers.models import Instrument
 from chains.history.api import today
 from chains.history.bars import MinuteBar
 from chains.history.store import history_write
-from chains.models import DailyClose
+from chains.models import DailyClose, HistoryBar
 from tests.asgi_client import AsgiClient
 from tests.chains.fixtures import EXPIRY, LATER, tracked
 
@@ -286,3 +286,59 @@ def test_nothing_recorded_by_the_minute_is_404(client, account):
     assert "nothing was recorded by then" in response.json()["message"]
     replay = get(client, "live", at="09:15")
     assert replay.status_code == 404
+
+
+# --- a stored bar that cannot be read ---------------------------------------------------------
+
+
+@pytest.fixture
+def corrupt(bars) -> MinuteBar:
+    """The 09:20 bar of the ``bars`` fixture, its packed legs overwritten with bytes that are
+    not a packed chain (as a disk fault or a bad manual edit would leave them)."""
+    bar = bars[3]
+    assert f"{bar.minute:%H:%M}" == "09:20"
+    updated = HistoryBar.objects.filter(
+        underlying=bar.underlying, expiry=bar.expiry, minute=bar.minute
+    ).update(legs=b"\x78\x9cnot a packed chain")
+    assert updated == 1
+    return bar
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "params"),
+    [
+        ("strikes", {"strikes": "26000", "from": "09:15", "to": "09:24"}),
+        ("oi-change", {"from": "09:16", "to": "09:20"}),
+        ("oi-change", {"from": "09:20", "to": "09:24"}),
+        ("live", {"at": "09:20"}),  # replay
+    ],
+)
+def test_a_corrupt_stored_bar_is_a_server_error_naming_the_chain_and_minute(
+    client, corrupt, caplog, endpoint, params
+):
+    with caplog.at_level("ERROR", logger="chains.history.api"):
+        response = get(client, endpoint, **params)
+    assert response.status_code == 500
+    body = response.json()
+    assert (body["status"], body["code"]) == ("error", "history_corrupt")
+    message = body["message"]
+    assert f"NIFTY {EXPIRY.isoformat()}" in message and "09:20" in message
+    assert "packed legs are corrupt" not in message  # the detail is for the log, not the client
+    assert "database" in message  # what to do
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert "09:20" in errors[0].getMessage() and "NIFTY" in errors[0].getMessage()
+    assert "packed legs are corrupt" in str(errors[0].exc_info[1].__cause__)
+
+
+def test_a_corrupt_bar_outside_what_is_asked_does_not_matter(client, corrupt, bars):
+    """The chain-level series never reads legs, and other windows never read 09:20's."""
+    series = get(client, "history", **{"from": "09:15", "to": "09:24"})
+    assert series.status_code == 200
+    rows = {r["time"]: r for r in series.json()["data"]["series"]}
+    assert rows[corrupt.minute.isoformat()]["spot"] == corrupt.spot  # its figures are intact
+    before = get(client, "oi-change", **{"from": "09:15", "to": "09:17"})
+    assert before.status_code == 200
+    assert before.json()["data"]["to_bar"] == bars[2].minute.isoformat()
+    after = get(client, "live", at="09:24")
+    assert after.status_code == 200 and after.json()["data"]["as_of"] == bars[-1].minute.isoformat()
