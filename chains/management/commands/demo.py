@@ -4,12 +4,23 @@ Makes sure Redis is reachable (REDIS_URL; else a redis-server from PATH with its
 .local/redis; else apt on Debian as root; else stops with the exact instruction), migrates,
 creates the demo login, starts the exchange simulator, wires a Dhan and an Upstox account to
 it (``simaccounts``: masters loaded, chains tracked), then starts runfeed, the Celery worker
-and beat and daphne, and prints the URL once the NIFTY chain is live. Ctrl-C (or SIGTERM)
-stops every process cleanly; if one dies, the others are stopped and the exit code says so.
+and beat and daphne, and prints the URL once the NIFTY chain is live and the morning recorded.
+Ctrl-C (or SIGTERM) stops every process cleanly; if one dies, the others are stopped and the
+exit code says so.
+
+The simulated trading day (``demo_day``): the simulator starts the day at 09:15 IST, runs it at
+``DEMO_SPEED`` while the feed worker records every minute, and goes on at real time from the
+demo's "now": while the exchange is open, the real time (the simulated clock meets the real one
+on today's date); otherwise — a night, a weekend, a holiday — the latest trading day replayed up
+to ``DEMO_REPLAY_UNTIL``, said as such. Its clock stands at 09:15 until the feed worker
+subscribes, so no minute passes unrecorded while the demo is set up. ``--sim-day`` and
+``--sim-until`` choose another day and time.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import secrets
 import shutil
@@ -18,17 +29,24 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from brokers.exchange import IST, SESSION_OPEN
+from chains.management.demo_day import DEMO_SPEED, demo_day
+
 DEMO_USER = "demo"
+DEMO_HISTORY_DAYS = 200  # trading days (~9 months), within HISTORY_DAILY_DAYS
 
 
 class Command(BaseCommand):
@@ -43,6 +61,22 @@ class Command(BaseCommand):
         parser.add_argument(
             "--setup-only", action="store_true", help="Prepare everything, start nothing."
         )
+        parser.add_argument(
+            "--sim-day",
+            type=date.fromisoformat,
+            default=None,
+            metavar="YYYY-MM-DD",
+            help="The simulated trading day (default: today while the market is open, else "
+            "the latest trading day).",
+        )
+        parser.add_argument(
+            "--sim-until",
+            type=clock_time.fromisoformat,
+            default=None,
+            metavar="HH:MM",
+            help="Where the simulated clock stops running fast (IST; default: the real time "
+            "while the market is open, else 11:00).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         local = Path(settings.LOCAL_DIR)
@@ -54,6 +88,15 @@ class Command(BaseCommand):
             self.stdout.write("Setup done.")
             self._stop_redis()
             return
+        from brokers import calendar
+
+        now = datetime.now(IST)
+        holidays = calendar.holidays("NSE", [now.year - 1, now.year])
+        try:
+            plan = demo_day(now, holidays, day=options["sim_day"], until=options["sim_until"])
+        except CommandError:
+            self._stop_redis()
+            raise
         host, port, sim_port = options["host"], options["port"], options["sim_port"]
         for what, number in (("web", port), ("simulator", sim_port)):
             if not port_free(host, number):
@@ -66,12 +109,22 @@ class Command(BaseCommand):
         supervisor = Supervisor(self.stdout.write)
         url = f"http://{host}:{port}/"
         try:
-            callback = f"{url}brokers/upstox/callback"
+            callback = use_public_base_url(url.rstrip("/"))
             runsim = [python, "manage.py", "runsim", "--host", host, "--port", str(sim_port)]
+            self.stdout.write(
+                f"Simulated trading day {plan.day:%a %d %b %Y} ({plan.why}): from 09:15 IST "
+                f"at {DEMO_SPEED:g}x until {plan.until:%H:%M:%S}, then real time. The history "
+                "shows the simulated exchange's day and minutes (its clock: /sim/state)."
+            )
+            runsim += plan.runsim_args()
             supervisor.start("simulator", [*runsim, "--upstox-redirect-uri", callback])
             wait_for_port(host, sim_port, timeout=30)
             allow_simulator_host(host, say=self.stdout.write)
             call_command("simaccounts", url=f"http://{host}:{sim_port}", stdout=self.stdout)
+            # Months of daily closes from the simulator's history: IV rank shows at once.
+            said = io.StringIO()
+            call_command("backfillhistory", account="sim-dhan", days=DEMO_HISTORY_DAYS, stdout=said)
+            self.stdout.write(f"History backfill: {said.getvalue().splitlines()[-1]}")
             supervisor.start("feed", [python, "manage.py", "runfeed"])
             celery = [python, "-m", "celery", "-A", "optionsite"]
             supervisor.start("worker", [*celery, "worker", "--concurrency", "1", "-l", "INFO"])
@@ -81,6 +134,12 @@ class Command(BaseCommand):
             supervisor.start("web", [*daphne, "optionsite.asgi:application"])
             wait_for_port(host, port, timeout=30)
             wait_for_chain("NIFTY", timeout=60, say=self.stdout.write)
+            catching = (plan.until - datetime.combine(plan.day, SESSION_OPEN, tzinfo=IST)) / (
+                timedelta(seconds=DEMO_SPEED)
+            )
+            wait_for_catch_up(
+                f"http://{host}:{sim_port}", timeout=60 + 3 * catching, say=self.stdout.write
+            )
             self.stdout.write(self.style.SUCCESS(f"\noptionsite is running at {url}"))
             self.stdout.write(
                 f"Log in as '{DEMO_USER}' with password '{password}' (admin: {url}admin/, "
@@ -98,6 +157,18 @@ class Command(BaseCommand):
         if self.redis_proc is not None:
             self.redis_proc.terminate()
             self.redis_proc.wait(timeout=10)
+
+
+def use_public_base_url(url: str) -> str:
+    """Make ``url`` (the demo's own address, no trailing slash) PUBLIC_BASE_URL in this process
+    and, through the environment, in every process the demo starts; return the Upstox redirect
+    URI the product builds from it, which the demo's simulator is told to expect. So a DEMO_PORT
+    other than 8000 logs in to Upstox, and WebSockets are accepted from the demo's origin."""
+    from brokers.upstox_login import redirect_uri
+
+    settings.PUBLIC_BASE_URL = url
+    os.environ["PUBLIC_BASE_URL"] = url
+    return redirect_uri()
 
 
 def allow_simulator_host(host: str, *, say: Any) -> None:
@@ -146,6 +217,37 @@ def wait_for_chain(underlying: str, *, timeout: float, say: Any) -> None:
                     last = f"{account}: {status['state']}, {chain['reason']}"
         time.sleep(0.5)
     say(f"The {underlying} chain is not live after {timeout:.0f}s ({last}); see /status/.")
+
+
+def sim_clock(url: str) -> dict[str, Any]:
+    """The simulator's clock (``/sim/state``'s ``clock``); CommandError when it does not
+    answer."""
+    try:
+        answer = httpx.get(f"{url}/sim/state", params={"instruments": "0"}, timeout=10)
+        answer.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise CommandError(
+            f"The simulator at {url} does not answer ({exc}): see its output above."
+        ) from None
+    clock: dict[str, Any] = answer.json()["clock"]
+    return clock
+
+
+def wait_for_catch_up(url: str, *, timeout: float, say: Any) -> None:
+    """Wait until the simulator at ``url`` has caught up (its clock runs at real time), saying
+    the simulated time every few seconds; say so when it has not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    told = -math.inf
+    while time.monotonic() < deadline:
+        clock = sim_clock(url)
+        if not clock["catching_up"]:
+            say(f"Caught up: the simulated exchange time is {clock['ist'][11:19]} IST.")
+            return
+        if time.monotonic() - told >= 10:
+            told = time.monotonic()
+            say(f"Recording the morning: simulated {clock['ist'][11:19]} IST…")
+        time.sleep(0.5)
+    say(f"The simulator has not caught up after {timeout:.0f}s (a busy machine): see /sim/state.")
 
 
 def redis_reachable(url: str) -> bool:
