@@ -13,6 +13,7 @@ from datetime import date, datetime
 from brokers.exchange import expiry_moment
 
 SECONDS_PER_YEAR = 365.0 * 86400.0
+INDEX_TICK = 0.05  # the price step the chain shows an index's spot and forward on
 
 LONG_BUILDUP = "long_buildup"
 SHORT_BUILDUP = "short_buildup"
@@ -29,6 +30,12 @@ BUILDUP_LABELS = {
 def years_to_expiry(expiry: date, now: datetime) -> float:
     """Year fraction (365-day years) from ``now`` to 15:30 IST on ``expiry``; ≤ 0 once expired."""
     return (expiry_moment(expiry) - now).total_seconds() / SECONDS_PER_YEAR
+
+
+def to_index_tick(price: float) -> float:
+    """``price`` on the ``INDEX_TICK`` grid, as the two-decimal number it shows as (no float
+    noise: a float32 feed price 25941.599609375 becomes 25941.6)."""
+    return round(round(price / INDEX_TICK) * INDEX_TICK, 2)
 
 
 def forward_from_parity(

@@ -24,6 +24,12 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 SQRT_2PI = math.sqrt(2.0 * math.pi)
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 MIN_VOL = 1e-4
+# Premiums in rupees are quoted in whole paise (on the 0.05 tick): a time value under half a
+# paisa is the inputs' rounding noise, not a price (F − K of two-decimal numbers carries ~1e-12,
+# a float32 feed price ~6e-8 of itself), and such a residue would solve to an arbitrary IV
+# (0.05-0.08 on a deep in-the-money NIFTY leg whose price is its intrinsic value). The chain
+# passes it as ``min_time_value``.
+HALF_PAISA = 0.005
 MAX_VOL = 20.0
 DAYS_PER_YEAR = 365.0
 
@@ -97,11 +103,13 @@ def implied_vol(
     rate: float = 0.0,
     guess: float | None = None,
     tolerance: float = 1e-10,
+    min_time_value: float = 0.0,
 ) -> float | None:
     """The volatility whose Black-76 price equals ``premium``, or None when none exists.
 
     None (never 0) when: time is up, inputs are not positive, the premium is at or below the
-    discounted intrinsic value (no time value to explain), or at or above the no-arbitrage
+    discounted intrinsic value plus ``min_time_value`` (no time value to explain; a price
+    quoted in paise passes ``HALF_PAISA``: less is rounding noise), or at or above the no-arbitrage
     bound (discounted forward for a call, discounted strike for a put), or the root lies
     outside [1e-4, 20]. Safeguarded Halley iteration inside a shrinking bracket: every step
     that would leave the bracket is replaced by bisection, so it always converges. ``guess``
@@ -110,7 +118,7 @@ def implied_vol(
     the accuracy aimed at: the iteration stops once the error left after the last step,
     estimated from the step's size (cubic convergence), is below it.
     """
-    solved = _solve(call, premium, forward, strike, years, rate, guess, tolerance)
+    solved = _solve(call, premium, forward, strike, years, rate, guess, tolerance, min_time_value)
     return None if solved is None else solved[0]
 
 
@@ -124,6 +132,7 @@ def implied_vol_and_greeks(
     rate: float = 0.0,
     guess: float | None = None,
     tolerance: float = 1e-10,
+    min_time_value: float = 0.0,
 ) -> tuple[float, Greeks] | None:
     """``(iv, greeks at iv)`` in one call, or None exactly when ``implied_vol`` gives None.
 
@@ -131,7 +140,7 @@ def implied_vol_and_greeks(
     and discount factor; theta's carry term uses ``premium`` (equal to the model price at
     ``iv`` within the tolerance).
     """
-    solved = _solve(call, premium, forward, strike, years, rate, guess, tolerance)
+    solved = _solve(call, premium, forward, strike, years, rate, guess, tolerance, min_time_value)
     if solved is None:
         return None
     vol, log_fk, root, discount = solved
@@ -157,13 +166,14 @@ def _solve(
     rate: float,
     guess: float | None,
     tolerance: float,
+    min_time_value: float,
 ) -> tuple[float, float, float, float] | None:
     """``(vol, log(F/K), sqrt(years), discount)``, or None when no volatility fits."""
     if years <= 0 or forward <= 0 or strike <= 0 or premium <= 0:
         return None
     discount = math.exp(-rate * years) if rate else 1.0
     intrinsic = discount * max(forward - strike if call else strike - forward, 0.0)
-    if premium <= intrinsic or premium >= discount * (forward if call else strike):
+    if premium - intrinsic <= min_time_value or premium >= discount * (forward if call else strike):
         return None
     # Put-call parity: the time value is the undiscounted price of the strike's OTM option.
     target = (premium - intrinsic) / discount

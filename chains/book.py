@@ -30,7 +30,11 @@ from .contracts import Delta, Header, Snapshot, StoredSnapshot, Strikes, leg_jso
 from .leg import MARKET_FIELDS, TICK_FIELDS, TRADE_FIELDS, Leg, LegSpec
 
 FORWARD_PAIRS = 3  # strikes around the money used for the put-call-parity forward
-FULL_RECOMPUTE_MOVE = 0.0005  # forward move (fraction) after which every leg's greeks are redone
+# Every priced leg's IV and greeks are redone at a flush where the forward moved (by a tick or
+# more), and once the time to expiry has shrunk by this fraction since they were last all redone:
+# IV·√T is about what a price fixes, so an IV left on an older T is off by about half the
+# fraction (0.01 % of itself: 0.01 vol points at 100 % IV), well inside what the chain shows.
+FULL_RECOMPUTE_AGING = 0.0002
 
 
 class ChainStats(TypedDict):
@@ -76,6 +80,9 @@ class ChainBook:
         self.spot: float | None = None
         self.spot_time: datetime | None = None
         self.spot_observed_at = 0.0
+        # the index's previous close (Dhan's prev-close packet, Upstox's ltpc ``cp``, a stored
+        # snapshot's): the header's change since then; None until a feed or snapshot sent it
+        self.spot_prev_close: float | None = None
         self.forward: float | None = None
         self.atm_strike: float | None = None
         self.pcr: float | None = None
@@ -89,7 +96,8 @@ class ChainBook:
         self.dirty: set[str] = set()
         self.header_dirty = False
         self.oi_dirty = True
-        self._full_forward: float | None = None
+        # (forward, years to expiry) every priced leg's analytics were last computed on
+        self._full_inputs: tuple[float, float] | None = None
 
     @property
     def key(self) -> tuple[str, date]:
@@ -98,23 +106,43 @@ class ChainBook:
     # --- updates ---------------------------------------------------------------------------
 
     def apply_spot(self, tick: Tick, observed_at: float) -> bool:
-        """Apply an index tick; True when the spot changed."""
-        if tick.ltp is None or tick.ltp <= 0 or observed_at < self.spot_observed_at:
+        """Apply an index tick: its price and its previous close, each when it carries one.
+        True when either changed."""
+        if observed_at < self.spot_observed_at:
             return False
+        changed = False
+        if tick.prev_close is not None:
+            changed = self.apply_spot_prev_close(tick.prev_close)
+        if tick.ltp is None or tick.ltp <= 0:
+            return changed
         if (
             tick.exchange_time is not None
             and self.spot_time is not None
             and tick.exchange_time < self.spot_time
         ):
-            return False
+            return changed
         self.spot_observed_at = observed_at
         if tick.exchange_time is not None:
             self.spot_time = tick.exchange_time
-        if tick.ltp != self.spot:
-            self.spot = tick.ltp
+        spot = analytics.to_index_tick(tick.ltp)
+        if spot != self.spot:
+            self.spot = spot
             self.header_dirty = True
             return True
-        return False
+        return changed
+
+    def apply_spot_prev_close(self, prev_close: float) -> bool:
+        """Keep the index's previous close (a price above 0; anything else is not a close and
+        is ignored). True when it changed. It is the close of the session before today's and
+        carries no time: the last one sent wins."""
+        if not prev_close > 0:  # also refuses NaN
+            return False
+        value = analytics.to_index_tick(prev_close)
+        if value == self.spot_prev_close:
+            return False
+        self.spot_prev_close = value
+        self.header_dirty = True
+        return True
 
     def apply_tick(self, leg: Leg, tick: Tick, observed_at: float) -> bool:
         """Apply ``tick`` to ``leg`` (newer wins, absent fields carried). True if it changed."""
@@ -171,6 +199,7 @@ class ChainBook:
         """Apply an underlying price from REST (newer wins)."""
         if spot > 0 and observed_at >= self.spot_observed_at:
             self.spot_observed_at = observed_at
+            spot = analytics.to_index_tick(spot)
             if spot != self.spot:
                 self.spot = spot
                 self.header_dirty = True
@@ -197,6 +226,10 @@ class ChainBook:
     def flush(self, now: datetime) -> Delta | None:
         """Compute analytics and return the delta since the last flush (None if nothing changed).
 
+        IV and greeks: the changed legs' always; every priced leg's when the forward moved or
+        time to expiry aged (``FULL_RECOMPUTE_AGING``), so that each leg's IV is that of the
+        forward and time the snapshot shows beside it.
+
         The delta (``contracts.Delta``) holds ``run``, ``seq`` (incremented), ``as_of``, the
         full state of every changed leg under ``legs[strike][CE|PE]`` and ``header``: the
         header fields when they changed, else None.
@@ -206,9 +239,14 @@ class ChainBook:
         header_before = self._header()
         years = analytics.years_to_expiry(self.expiry, now)
         self._update_forward(years)
-        recompute_all = self._forward_moved()
-        targets = self.legs.values() if recompute_all else [self.legs[i] for i in self.dirty]
-        changed = set(self.dirty)
+        dirty = self.dirty
+        if self._inputs_moved(years):
+            # a leg without a price has no IV on any forward: only its own changes matter
+            targets = [leg for leg in self.legs.values() if leg.ltp is not None]
+            targets.extend(self.legs[i] for i in dirty if self.legs[i].ltp is None)
+        else:
+            targets = [self.legs[i] for i in dirty]
+        changed = set(dirty)
         forward, rate = self.forward, self.rate
         for leg in targets:
             if leg.compute(forward=forward, years=years, rate=rate):
@@ -244,7 +282,8 @@ class ChainBook:
                 if call is not None and put is not None:
                     pairs.append((strike, call.mid(), put.mid()))
             parity = analytics.forward_from_parity(pairs, years=years, rate=self.rate)
-            self.forward = parity if parity is not None else self.spot
+            # on the tick, as shown: the IVs are computed on exactly the forward the page shows
+            self.forward = analytics.to_index_tick(parity) if parity is not None else self.spot
         if self.forward is None:
             self.atm_strike = None
         else:  # the nearest strike is one of the two around the forward
@@ -255,13 +294,20 @@ class ChainBook:
         if (self.forward, self.atm_strike) != previous:
             self.header_dirty = True
 
-    def _forward_moved(self) -> bool:
-        if self.forward is None:
+    def _inputs_moved(self, years: float) -> bool:
+        """True (and the inputs remembered) when every priced leg's IV and greeks must be redone:
+        the forward is known and differs from the one they were computed on, or the time to
+        expiry has aged by ``FULL_RECOMPUTE_AGING`` of itself (or run out) since."""
+        forward = self.forward
+        if forward is None:
             return False
-        if self._full_forward is None or (
-            abs(self.forward - self._full_forward) > FULL_RECOMPUTE_MOVE * self._full_forward
+        last = self._full_inputs
+        if (
+            last is None
+            or forward != last[0]
+            or (last[1] > 0 and years < last[1] * (1.0 - FULL_RECOMPUTE_AGING))
         ):
-            self._full_forward = self.forward
+            self._full_inputs = (forward, years)
             return True
         return False
 
@@ -284,6 +330,7 @@ class ChainBook:
     def _header(self) -> Header:
         return {
             "spot": self.spot,
+            "spot_prev_close": self.spot_prev_close,
             "forward": round_finite(self.forward, 2),
             "atm_strike": self.atm_strike,
             "pcr": round_finite(self.pcr, 4),

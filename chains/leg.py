@@ -128,6 +128,7 @@ class Leg:
                 years=years,
                 rate=rate,
                 guess=self.our_iv,
+                min_time_value=black76.HALF_PAISA,  # less is rounding noise, not a price
             )
         if solved is not None:
             self.our_iv, (self.our_delta, self.our_gamma, self.our_theta, self.our_vega) = solved

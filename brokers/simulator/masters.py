@@ -54,7 +54,12 @@ DHAN_DETAILED_HEADER = (
     "",
 )
 # Detailed-file quirk: NIFTY/BANKNIFTY derivatives name their underlying 26000/26009 there.
-_DETAILED_UNDERLYING_ID = {"NIFTY": "26000", "BANKNIFTY": "26009", "FINNIFTY": "26037"}
+_DETAILED_UNDERLYING_ID = {
+    "NIFTY": "26000",
+    "BANKNIFTY": "26009",
+    "FINNIFTY": "26037",
+    "MIDCPNIFTY": "26074",
+}
 
 
 def _csv(header: tuple[str, ...], rows: list[list[str]]) -> bytes:

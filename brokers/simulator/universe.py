@@ -7,121 +7,40 @@ feeds use (a Dhan security id ``N`` is also the Upstox key ``NSE_FO|N`` / ``BSE_
 
 from __future__ import annotations
 
-import calendar
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 
-from brokers.exchange import IST
+from brokers.exchange import IST, Holidays
 
-EXPIRY_TIME = time(15, 30)  # options expire at the close, 15:30 IST
+from .expiries import (
+    EXPIRY_TIME,
+    NO_HOLIDAYS,
+    expiries_for,
+    expiry_close,
+    last_weekday_of_month,
+)
+from .specs import THURSDAY, TUESDAY, UNDERLYINGS, UNDERLYINGS_BY_SYMBOL, UnderlyingSpec
+
+__all__ = [
+    "EXPIRY_TIME",
+    "INDEX",
+    "IST",
+    "OPTION",
+    "THURSDAY",
+    "TUESDAY",
+    "UNDERLYINGS",
+    "UNDERLYINGS_BY_SYMBOL",
+    "Instrument",
+    "UnderlyingSpec",
+    "Universe",
+    "expiries_for",
+    "expiry_close",
+    "last_weekday_of_month",
+]
+
 INDEX = "index"
 OPTION = "option"
-TUESDAY, THURSDAY = 1, 3
-
-
-@dataclass(frozen=True, slots=True)
-class UnderlyingSpec:
-    """Static facts of one index and its options (current real-world contract specs)."""
-
-    symbol: str  # the product's symbol: NIFTY
-    exchange: str  # NSE / BSE
-    dhan_id: int  # IDX_I security id
-    dhan_option_segment: str  # NSE_FNO / BSE_FNO
-    upstox_key: str  # NSE_INDEX|Nifty 50
-    upstox_option_segment: str  # NSE_FO / BSE_FO
-    index_name: str  # "Nifty 50" (Upstox name, Dhan custom symbol)
-    index_exchange_id: (
-        str  # exchange token of the index (Upstox; Dhan detailed UNDERLYING_SECURITY_ID)
-    )
-    spot: float  # realistic level the random walk starts near
-    strike_step: int
-    lot_size: int
-    freeze_qty: int
-    weekly_weekday: int | None  # None: monthly expiries only
-    monthly_weekday: int  # the monthly expiry is the last such weekday of the month
-    vol: float  # at-the-money annual volatility (fraction)
-    first_security_id: int  # option ids are allocated upwards from here
-
-    @property
-    def upstox_index_segment(self) -> str:
-        return self.upstox_key.split("|", 1)[0]
-
-
-UNDERLYINGS: tuple[UnderlyingSpec, ...] = (
-    UnderlyingSpec(
-        symbol="NIFTY",
-        exchange="NSE",
-        dhan_id=13,
-        dhan_option_segment="NSE_FNO",
-        upstox_key="NSE_INDEX|Nifty 50",
-        upstox_option_segment="NSE_FO",
-        index_name="Nifty 50",
-        index_exchange_id="26000",
-        spot=25850.0,
-        strike_step=50,
-        lot_size=65,
-        freeze_qty=1800,
-        weekly_weekday=TUESDAY,
-        monthly_weekday=TUESDAY,
-        vol=0.115,
-        first_security_id=40000,
-    ),
-    UnderlyingSpec(
-        symbol="BANKNIFTY",
-        exchange="NSE",
-        dhan_id=25,
-        dhan_option_segment="NSE_FNO",
-        upstox_key="NSE_INDEX|Nifty Bank",
-        upstox_option_segment="NSE_FO",
-        index_name="Nifty Bank",
-        index_exchange_id="26009",
-        spot=58400.0,
-        strike_step=100,
-        lot_size=30,
-        freeze_qty=900,
-        weekly_weekday=None,
-        monthly_weekday=TUESDAY,
-        vol=0.125,
-        first_security_id=50000,
-    ),
-    UnderlyingSpec(
-        symbol="FINNIFTY",
-        exchange="NSE",
-        dhan_id=27,
-        dhan_option_segment="NSE_FNO",
-        upstox_key="NSE_INDEX|Nifty Fin Service",
-        upstox_option_segment="NSE_FO",
-        index_name="Nifty Fin Service",
-        index_exchange_id="26037",
-        spot=27350.0,
-        strike_step=50,
-        lot_size=60,
-        freeze_qty=1800,
-        weekly_weekday=None,
-        monthly_weekday=TUESDAY,
-        vol=0.12,
-        first_security_id=60000,
-    ),
-    UnderlyingSpec(
-        symbol="SENSEX",
-        exchange="BSE",
-        dhan_id=51,
-        dhan_option_segment="BSE_FNO",
-        upstox_key="BSE_INDEX|SENSEX",
-        upstox_option_segment="BSE_FO",
-        index_name="SENSEX",
-        index_exchange_id="1",
-        spot=84500.0,
-        strike_step=100,
-        lot_size=20,
-        freeze_qty=1000,
-        weekly_weekday=THURSDAY,
-        monthly_weekday=THURSDAY,
-        vol=0.12,
-        first_security_id=870000,
-    ),
-)
-UNDERLYINGS_BY_SYMBOL = {spec.symbol: spec for spec in UNDERLYINGS}
 
 
 @dataclass(slots=True, eq=False)
@@ -201,51 +120,14 @@ class Instrument:
         return f"{self.spec.symbol} {self.strike} {self.option_type} {self.expiry:%d %b %y}".upper()
 
 
-def last_weekday_of_month(year: int, month: int, weekday: int) -> date:
-    """Return the last ``weekday`` (Monday = 0) of the month."""
-    last = date(year, month, calendar.monthrange(year, month)[1])
-    return last - timedelta(days=(last.weekday() - weekday) % 7)
-
-
-def expiry_close(day: date) -> datetime:
-    """Return the aware datetime at which an option of expiry ``day`` stops trading."""
-    return datetime.combine(day, EXPIRY_TIME, tzinfo=IST)
-
-
-def expiries_for(
-    spec: UnderlyingSpec, now: datetime, *, weeklies: int = 4, monthlies: int = 3
-) -> list[tuple[date, bool]]:
-    """Return (expiry, weekly?) pairs, ascending, of contracts still trading at ``now``.
-
-    Weekly underlyings list the next ``weeklies`` weekly expiries plus the next ``monthlies``
-    monthly ones (a weekly date that is also the monthly is listed once, as monthly). An
-    expiry today is listed until 15:30 IST. Exchange holidays are not modelled.
-    """
-    local = now.astimezone(IST)
-    alive = [local.date()] if local.time() < EXPIRY_TIME else []
-    first = local.date() if alive else local.date() + timedelta(days=1)
-    monthly: list[date] = []
-    year, month = first.year, first.month
-    while len(monthly) < monthlies:
-        day = last_weekday_of_month(year, month, spec.monthly_weekday)
-        if day >= first:
-            monthly.append(day)
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    chosen = {day: False for day in monthly}
-    if spec.weekly_weekday is not None:
-        day = first + timedelta(days=(spec.weekly_weekday - first.weekday()) % 7)
-        for _ in range(weeklies):
-            chosen.setdefault(day, True)
-            day += timedelta(days=7)
-    return sorted(chosen.items())
-
-
 class Universe:
     """Every instrument the simulator trades, with lookups by each broker's identifier.
 
     ``strikes`` strikes are listed on each side of the at-the-money strike of ``spots``
-    (per symbol; default: each spec's level). Ids are allocated deterministically from the
-    expiries, so two universes built for the same day and spots are identical.
+    (per symbol; default: each spec's level). The expiries follow ``expiries_for``, with the
+    trading ``holidays`` of each exchange (exchange name → day → name) moving an expiry that
+    falls on one to the day before. Ids are allocated deterministically from the expiries, so
+    two universes built for the same day, spots and holidays are identical.
     """
 
     def __init__(
@@ -257,6 +139,7 @@ class Universe:
         weeklies: int = 4,
         monthlies: int = 3,
         specs: tuple[UnderlyingSpec, ...] = UNDERLYINGS,
+        holidays: Mapping[str, Holidays] | None = None,
     ) -> None:
         if strikes < 1:
             raise ValueError(f"strikes must be at least 1 per side, got {strikes}")
@@ -271,7 +154,8 @@ class Universe:
         self.chains: dict[tuple[str, date], dict[int, dict[str, Instrument]]] = {}
         for spec in specs:
             spot = (spots or {}).get(spec.symbol, spec.spot)
-            self._add_underlying(spec, now, spot, strikes, weeklies, monthlies)
+            closed = (holidays or {}).get(spec.exchange, NO_HOLIDAYS)  # none given: none modelled
+            self._add_underlying(spec, now, spot, strikes, weeklies, monthlies, closed)
 
     def _add(self, instrument: Instrument) -> Instrument:
         instrument.index = len(self.instruments)
@@ -291,6 +175,7 @@ class Universe:
         strikes: int,
         weeklies: int,
         monthlies: int,
+        holidays: Holidays,
     ) -> None:
         self.indices[spec.symbol] = self._add(
             Instrument(0, spec, INDEX, spec.dhan_id, "IDX_I", spec.upstox_key)
@@ -298,7 +183,9 @@ class Universe:
         atm = round(spot / spec.strike_step) * spec.strike_step
         ladder = [atm + k * spec.strike_step for k in range(-strikes, strikes + 1)]
         security_id = spec.first_security_id
-        expiries = expiries_for(spec, now, weeklies=weeklies, monthlies=monthlies)
+        expiries = expiries_for(
+            spec, now, weeklies=weeklies, monthlies=monthlies, holidays=holidays
+        )
         self.expiries[spec.symbol] = [day for day, _ in expiries]
         for day, weekly in expiries:
             chain: dict[int, dict[str, Instrument]] = {}

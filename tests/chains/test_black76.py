@@ -193,3 +193,15 @@ def test_far_wing_tick_size_premiums_invert_exactly(premium):
         repriced = black76.price(call=call, forward=26_000.0, strike=strike, years=3 / 365,
                                  vol=iv)  # fmt: skip
         assert repriced == pytest.approx(premium, rel=1e-9)
+
+
+def test_a_time_value_under_min_time_value_is_rounding_noise_with_no_iv():
+    # 25860.6 − 24450 is 1410.5999999999985 in doubles: the price 1410.6 is its intrinsic value
+    kwargs = dict(call=True, premium=1410.6, forward=25_860.6, strike=24_450.0, years=6.6 / 365)
+    assert black76.implied_vol(**kwargs) is not None  # a 1.5e-12 residue "solves"
+    assert black76.implied_vol(**kwargs, min_time_value=black76.HALF_PAISA) is None
+    assert black76.implied_vol_and_greeks(**kwargs, min_time_value=black76.HALF_PAISA) is None
+    priced = {**kwargs, "premium": 1410.65}  # one tick of time value is a price
+    assert black76.implied_vol(**priced, min_time_value=black76.HALF_PAISA) == pytest.approx(
+        black76.implied_vol(**priced), abs=1e-12
+    )

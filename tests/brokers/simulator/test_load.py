@@ -100,7 +100,8 @@ def test_rate_changes_while_running(sim):
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_taped_market_reaches_a_client_with_moving_times_and_counters(sim):
-    assert _post(sim, "/sim/tape", {"steps": 2000}).json() == {"ok": True, "steps": 2000}
+    # 6,000 steps: the NIFTY index is ~0.1 % of the steps among the legs of seven indices
+    assert _post(sim, "/sim/tape", {"steps": 6000}).json() == {"ok": True, "steps": 6000}
     nifty = [("IDX_I", 13)]
     async with feed_connect(sim.dhan_feed_url()) as ws:
         await dhan_subscribe(ws, "ticker", nifty)
@@ -114,7 +115,7 @@ async def test_taped_market_reaches_a_client_with_moving_times_and_counters(sim)
     times = [t.exchange_time for t in seen]
     assert len(set(times)) >= 3 and times == sorted(times)
     assert abs(times[-1] - datetime.now(UTC)) < timedelta(seconds=30)  # re-stamped: now
-    assert state["tape"]["steps"] == 2000
+    assert state["tape"]["steps"] == 6000
     (conn,) = state["connections"]["dhan"]
     assert conn["events_sent"] >= len(seen) and conn["congested"] == 0
 

@@ -16,6 +16,7 @@ from django.core.management import CommandError, call_command
 from brokers.dhan.codec import decode_frame
 from brokers.models import BrokerAccount, Instrument, TrackedChain
 from brokers.upstox.answers import parse_notifier_payload
+from chains.plan import nearest_expiries
 from tests.brokers.factories import dhan_account, upstox_account
 from tests.sim_process import DEMO, start_simulator
 
@@ -59,12 +60,39 @@ def test_simaccounts_wires_both_accounts_and_is_idempotent(sim):
     assert upstox.rest_base_url == f"{sim.url}/upstox" and upstox.has_token
     assert DEMO.dhan_token not in out.getvalue() and DEMO.upstox_token not in out.getvalue()
     chains = TrackedChain.objects.filter(account__in=(dhan, upstox))
-    assert sorted(c.underlying for c in chains) == ["BANKNIFTY", "FINNIFTY", "NIFTY", "SENSEX"]
-    assert {c.expiries for c in chains} == {2}  # each underlying on one account only
-    assert {c.underlying for c in chains if c.account_id == dhan.pk} == {"NIFTY", "SENSEX"}
+    assert sorted(c.underlying for c in chains) == [
+        "BANKEX", "BANKNIFTY", "FINNIFTY", "MIDCPNIFTY", "NIFTY", "SENSEX", "SENSEX50",
+    ]  # fmt: skip
+    # each underlying on one account only
+    assert {c.underlying for c in chains if c.account_id == dhan.pk} == {
+        "NIFTY", "SENSEX", "BANKEX", "SENSEX50",
+    }  # fmt: skip
+    for chain in chains:  # every expiry the master lists is followed
+        listed = set(sim.state(instruments=False)["market"]["expiries"][chain.underlying])
+        followed = {e.isoformat() for e in nearest_expiries(chain.account, chain.underlying,
+                                                            chain.expiries)}  # fmt: skip
+        assert followed == listed, chain.underlying
+    assert "of the 5,000 one feed connection takes" in out.getvalue()
+    assert "of the 2,000 one feed connection takes" in out.getvalue()
     again = io.StringIO()
     call_command("simaccounts", url=sim.url, stdout=again)
     assert "sim-dhan: account unchanged." in again.getvalue()
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_simaccounts_refuses_more_instruments_than_a_feed_connection_takes():
+    wide = start_simulator("--strikes", "70")  # 141 strikes: 282 legs an expiry
+    try:
+        with pytest.raises(CommandError) as refused:
+            call_command("simaccounts", url=wide.url, stdout=io.StringIO())
+    finally:
+        wide.stop()
+    message = str(refused.value)
+    assert message.startswith("sim-dhan: every expiry of NIFTY, SENSEX, BANKEX, SENSEX50 is ")
+    assert "more than one feed connection takes (5,000)" in message
+    assert "runsim --strikes 30 --weeklies 2" in message
+    assert not TrackedChain.objects.exists()  # nothing tracked beyond the limit
 
 
 @pytest.mark.django_db

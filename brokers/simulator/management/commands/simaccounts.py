@@ -1,10 +1,16 @@
 """python manage.py simaccounts --url http://HOST:PORT — wire the product to a running simulator.
 
 Creates or updates the accounts ``sim-dhan`` and ``sim-upstox`` with the simulator's URLs and
-(demo default) credentials, loads both instrument masters from it, and tracks NIFTY, BANKNIFTY,
-FINNIFTY and SENSEX (two nearest expiries), each on one account (one writer per chain):
-sim-dhan tracks NIFTY and SENSEX, sim-upstox BANKNIFTY and FINNIFTY.
-Prints what changed, never a secret.
+(demo default) credentials, loads both instrument masters from it, and tracks every index the
+simulator lists — NIFTY, BANKNIFTY, FINNIFTY, MIDCPNIFTY, SENSEX, BANKEX and SENSEX50 — with
+every expiry its master lists, each underlying on one account (one writer per chain): sim-dhan
+the NIFTY and BSE indices, sim-upstox BANKNIFTY, FINNIFTY and MIDCPNIFTY.
+
+That stays within each broker's feed limits with the simulator's default universe (40 strikes
+a side, 4 weeklies and 3 monthlies): DhanHQ takes 5,000 instruments per connection, Upstox
+2,000 ``option_greeks`` keys per connection when ``ltpc`` (the indices) is mixed in. The
+command counts the instruments each account will subscribe and refuses, saying what to change,
+when they would not fit. Prints what changed, never a secret.
 """
 
 from __future__ import annotations
@@ -14,26 +20,36 @@ from typing import Any
 import httpx
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.utils import timezone
 
 from brokers.endpoints import current_policy
 from brokers.exceptions import InstrumentFileError, InstrumentLoadError
+from brokers.exchange import expiry_moment
 from brokers.loading import instruments_load, open_master
 from brokers.masters import KeepFilter
 from brokers.models import BrokerAccount, BrokerKind, Instrument, InstrumentKind, TrackedChain
 from brokers.secret import Secret
 from brokers.simulator.config import SimConfig
+from brokers.simulator.dhan_feed import MAX_PER_CONNECTION as DHAN_PER_CONNECTION
+from brokers.upstox.messages import MIXED_KEY_LIMITS
 
-TRACKED = ("NIFTY", "BANKNIFTY", "FINNIFTY", "SENSEX")
 # One writer per chain: each underlying is tracked by exactly one account.
-TRACKED_BY = {"sim-dhan": ("NIFTY", "SENSEX"), "sim-upstox": ("BANKNIFTY", "FINNIFTY")}
-EXPIRIES = 2
+TRACKED_BY = {
+    "sim-dhan": ("NIFTY", "SENSEX", "BANKEX", "SENSEX50"),
+    "sim-upstox": ("BANKNIFTY", "FINNIFTY", "MIDCPNIFTY"),
+}
+TRACKED = tuple(u for underlyings in TRACKED_BY.values() for u in underlyings)
+# What one feed connection of each account may subscribe (the product uses one per account).
+CAPACITY = {"sim-dhan": DHAN_PER_CONNECTION, "sim-upstox": MIXED_KEY_LIMITS["option_greeks"]}
+EVERY_EXPIRY = 1000  # TrackedChain.expiries: more than any master lists, so every one
 DEFAULTS = SimConfig()
 
 
 class Command(BaseCommand):
     help = (
         "Create/update the accounts sim-dhan and sim-upstox for a running simulator, load its "
-        "masters and track NIFTY, BANKNIFTY, FINNIFTY and SENSEX."
+        "masters and track every expiry of its indices (NIFTY, BANKNIFTY, FINNIFTY, MIDCPNIFTY, "
+        "SENSEX, BANKEX, SENSEX50)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -177,6 +193,15 @@ class Command(BaseCommand):
     @transaction.atomic
     def _track(self, account: BrokerAccount) -> None:
         mine = TRACKED_BY[account.name]
+        counts = {u: self._listed(account, u) for u in mine}
+        instruments = sum(legs + 1 for _, legs in counts.values())  # each index too
+        if instruments > CAPACITY[account.name]:
+            raise CommandError(
+                f"{account.name}: every expiry of {', '.join(mine)} is {instruments:,} "
+                f"instruments, more than one feed connection takes "
+                f"({CAPACITY[account.name]:,}): start the simulator with fewer strikes or "
+                "expiries (runsim --strikes 30 --weeklies 2)."
+            )
         TrackedChain.objects.filter(account__name__in=TRACKED_BY, underlying__in=mine).exclude(
             account=account
         ).delete()
@@ -192,6 +217,22 @@ class Command(BaseCommand):
             TrackedChain.objects.update_or_create(
                 account=account,
                 underlying=underlying,
-                defaults={"index_instrument": index, "expiries": EXPIRIES, "enabled": True},
+                defaults={"index_instrument": index, "expiries": EVERY_EXPIRY, "enabled": True},
             )
-        self.stdout.write(f"{account.name}: tracking {', '.join(mine)} ({EXPIRIES} expiries).")
+        listed = ", ".join(f"{u} ({n} expiries)" for u, (n, _) in counts.items())
+        self.stdout.write(
+            f"{account.name}: tracking every expiry of {listed}: {instruments:,} instruments "
+            f"of the {CAPACITY[account.name]:,} one feed connection takes."
+        )
+
+    def _listed(self, account: BrokerAccount, underlying: str) -> tuple[int, int]:
+        """(expiries, option legs) of ``underlying`` the loaded master lists unexpired."""
+        now = timezone.now()
+        listed = Instrument.objects.filter(
+            account=account, underlying=underlying, kind=InstrumentKind.OPTION
+        ).values_list("expiry", flat=True)
+        expiries = {day for day in listed.distinct() if expiry_moment(day) > now}
+        legs = Instrument.objects.filter(
+            account=account, underlying=underlying, kind=InstrumentKind.OPTION, expiry__in=expiries
+        ).count()
+        return len(expiries), legs
