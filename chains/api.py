@@ -75,6 +75,7 @@ def api_data(snapshot: Snapshot, *, source: str | None) -> ApiData:
         "strike_interval": snapshot["strike_interval"],
         "atm_strike": snapshot["atm_strike"],
         "spot": snapshot["spot"],
+        "spot_prev_close": snapshot["spot_prev_close"],
         "forward": snapshot["forward"],
         "pcr": snapshot["pcr"],
         "max_pain": snapshot["max_pain"],

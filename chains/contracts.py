@@ -76,6 +76,7 @@ class Header(TypedDict):
     """The chain-level figures, recomputed at each flush."""
 
     spot: float | None
+    spot_prev_close: float | None  # the index's previous close (None until the feed sent it)
     forward: float | None  # put-call-parity forward (spot until parity is known)
     atm_strike: float | None
     pcr: float | None

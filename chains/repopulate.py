@@ -72,8 +72,9 @@ class Job:
 
 
 def seed_book(book: ChainBook, snapshot: StoredSnapshot) -> None:
-    """Load a stored snapshot into a fresh ``book``: leg fields, exchange times, spot, ``run``,
-    ``seq`` and ``as_of``, all as observed at the snapshot's ``as_of``. Leaves no leg pending."""
+    """Load a stored snapshot into a fresh ``book``: leg fields, exchange times, spot and its
+    previous close, ``run``, ``seq`` and ``as_of``, all as observed at the snapshot's
+    ``as_of``. Leaves no leg pending."""
     as_of = datetime.fromisoformat(snapshot["as_of"]) if snapshot["as_of"] else None
     observed = as_of.timestamp() if as_of is not None else 0.0
     for sides in snapshot["strikes"].values():
@@ -87,6 +88,8 @@ def seed_book(book: ChainBook, snapshot: StoredSnapshot) -> None:
                 book.legs[instrument].exchange_time = exchange_time
     if snapshot["spot"]:
         book.apply_spot_value(snapshot["spot"], observed)
+    if snapshot["spot_prev_close"] is not None:
+        book.apply_spot_prev_close(snapshot["spot_prev_close"])
     book.seq = snapshot["seq"]
     book.run = snapshot["run"]
     book.as_of = as_of

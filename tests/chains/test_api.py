@@ -23,7 +23,7 @@ LEG_KEYS = {
 }  # fmt: skip
 DATA_KEYS = {
     "underlying", "expiry", "lot_size", "strike_interval", "atm_strike", "spot", "forward",
-    "pcr", "max_pain", "source", "as_of", "seq", "strikes",
+    "spot_prev_close", "pcr", "max_pain", "source", "as_of", "seq", "strikes",
 }  # fmt: skip
 FRESHNESS_KEYS = {"state", "words", "reason", "as_of", "seconds_since_tick"}
 
