@@ -19,11 +19,19 @@ Runs, each ``--seconds``, against a fresh pair of daphnes per setup:
 * the baseline, in the same run: ``--baseline-ref`` (default ``4e9a3ef``, the last commit that
   answered the API through Django's request cycle) checked out with ``git worktree`` into the
   run's temporary folder, its daphnes on the same database, Redis and feed: the live chain
-  with 16 connections.
+  with 16 connections, public and logged in (``--baseline-ref HEAD`` compares a working
+  tree with its last commit).
 
 Reported: requests/s, latency p50/p90/p99 (wrk's), non-2xx answers, MB/s, CPU (1.0 = one
 core) of the daphnes, wrk, runfeed, the simulator and Redis: they share this machine's cores.
-Goal: ≥ 500 req/s and p99 ≤ 50 ms for the live chain with 16 connections, public and logged in.
+Then the login ratio: a public and a login-required pair of daphnes up side by side, the live
+chain with 16 connections against each in turn, ``--ratio-rounds`` times (``--seconds`` / 2
+each): logged-in requests/s over public ones, summed (a change in the machine's load weighs on
+both alike).
+
+Goal: ≥ 500 req/s and p99 ≤ 50 ms for the live chain with 16 connections, public and logged in,
+and logged-in throughput ≥ 90 % of public (``login_ratio``: the session and the user's state
+come from Redis in one round trip, ``chains.sessions``).
 """
 
 from __future__ import annotations
@@ -114,6 +122,7 @@ BASELINE_REF = "4e9a3ef"
 LIVE = "/api/v2/options/live?underlying=NIFTY"
 EXPIRIES = "/api/v2/options/expiries?underlying=NIFTY"
 GOAL_RUNS = ("live, 16 connections", "live, 16 connections, logged in")
+LOGIN_RATIO_GOAL = 0.9  # logged-in req/s over public req/s, same run
 
 
 def session_cookie() -> str:
@@ -159,6 +168,44 @@ def start_daphnes(
     return ports, procs
 
 
+def interleaved_ratio(
+    stack: _stack.Stack, args: argparse.Namespace, cookie: str, others: dict[str, int], log: Any
+) -> dict[str, Any]:
+    """Logged-in over public throughput (live chain, 16 connections), from ``--ratio-rounds``
+    rounds of a run of ``--seconds`` / 2 against each of a public and a login-required pair of
+    daphnes up side by side, in alternating order (public first, then logged-in first): a change
+    in the machine's load (other work on a shared machine) weighs on both sides alike. Also the
+    daphnes' CPU time per request of each side, which the load of other work sways less."""
+    seconds = max(1.0, args.seconds / 2)
+    public, private = {"CHAINS_PUBLIC": "1"}, {"CHAINS_PUBLIC": "0"}
+    public_ports, public_procs = start_daphnes(stack, "ratio-public", _stack.ROOT, public, None)
+    login_ports, login_procs = start_daphnes(stack, "ratio-login", _stack.ROOT, private, cookie)
+    sides = [
+        ("public", public_ports, public_procs, None),
+        ("logged_in", login_ports, login_procs, cookie),
+    ]
+    rates: dict[str, list[float]] = {"public": [], "logged_in": []}
+    cpu_ms: dict[str, list[float]] = {"public": [], "logged_in": []}
+    for round_ in range(args.ratio_rounds):
+        for side, ports, procs, with_cookie in sides if round_ % 2 == 0 else sides[::-1]:
+            pids = {f"daphne-{n}": p.pid for n, p in enumerate(procs)} | others
+            r = run_wrk(LIVE, ports, 16, seconds, stack.tmp, pids, with_cookie)
+            if r["non_2xx"]:
+                raise SystemExit(f"{side}: {r['non_2xx']} answers were not 2xx")
+            rates[side].append(r["requests_per_s"])
+            cores = sum(v for k, v in r["cpu"].items() if k.startswith("daphne"))
+            cpu_ms[side].append(1000 * cores / r["requests_per_s"])
+    for proc in (*public_procs, *login_procs):
+        stack.stop(proc)
+    public_rate, login_rate = sum(rates["public"]), sum(rates["logged_in"])
+    ratio = round(login_rate / public_rate, 3) if public_rate else 0.0
+    per_request = {side: round(sorted(v)[len(v) // 2], 2) for side, v in cpu_ms.items()}
+    log(f"  interleaved: public {rates['public']}, logged in {rates['logged_in']} req/s: "
+        f"{ratio:.0%}; daphne CPU per request (median) {per_request} ms")  # fmt: skip
+    return {"ratio": ratio, "rounds": args.ratio_rounds, "seconds": seconds, **rates,
+            "daphne_cpu_ms_per_request": per_request}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -168,8 +215,20 @@ def main() -> None:
         help=f"git ref of the baseline's daphnes (default {BASELINE_REF})",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline runs")
+    parser.add_argument(
+        "--ratio-rounds",
+        type=int,
+        default=4,
+        help="alternating public/logged-in runs for the login ratio (default 4)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=_stack.REDIS_URL,
+        help=f"the Redis database of the run (default {_stack.REDIS_URL})",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()  # fmt: skip
+    _stack.REDIS_URL = args.redis_url  # the stack's processes and clients read it when started
     if shutil.which("wrk") is None:
         sys.exit("bench/api.py needs wrk: apt-get install wrk (Debian) and run again.")
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
@@ -201,6 +260,9 @@ def main() -> None:
             baseline = baseline_checkout(args.baseline_ref, stack.tmp)
             setups.append(("baseline", baseline, public, None, [
                 (f"baseline {args.baseline_ref}: live, 16 connections", LIVE, 16)]))  # fmt: skip
+            # Its sessions are the database rows this checkout's sessions are kept in.
+            setups.append(("baseline-login", baseline, private, cookie, [
+                (f"baseline {args.baseline_ref}: live, 16 connections, logged in", LIVE, 16)]))  # fmt: skip
         chain: dict[str, Any] = {}
         try:
             for label, root, env, with_cookie, plan in setups:
@@ -222,12 +284,15 @@ def main() -> None:
                     time.sleep(1.0)
                 for proc in procs:
                     stack.stop(proc)
+            ratio = interleaved_ratio(stack, args, cookie, others, log)
         finally:
             if baseline is not None:
                 drop_checkout(baseline)
     results = {
         "chain": chain,
         "runs": runs,
+        "login_ratio": ratio,
+        "login_ratio_goal_met": ratio["ratio"] >= LOGIN_RATIO_GOAL,
         "goal_met": {
             name: {
                 "requests_per_s": runs[name]["requests_per_s"] >= RATE_GOAL
@@ -249,6 +314,12 @@ def main() -> None:
         print(f"{name:<46}{r['requests_per_s']:>9,.0f}{lat.get('p50', 0):>9.1f}"
               f"{lat.get('p90', 0):>9.1f}{lat.get('p99', 0):>9.1f}{r['non_2xx']:>9}"
               f"{r['mb_per_s'] or 0:>8.1f}{web:>14}  {other}")  # fmt: skip
+    print(f"logged in / public, live chain, 16 connections, {ratio['rounds']} alternating rounds "
+          f"of {ratio['seconds']:.0f} s: {sum(ratio['logged_in']):,.0f} / "
+          f"{sum(ratio['public']):,.0f} requests/s summed = {ratio['ratio']:.0%}, goal ≥ "
+          f"{LOGIN_RATIO_GOAL:.0%}: {'met' if results['login_ratio_goal_met'] else 'MISSED'}; "
+          f"daphne CPU per request (median): public {ratio['daphne_cpu_ms_per_request']['public']} "
+          f"ms, logged in {ratio['daphne_cpu_ms_per_request']['logged_in']} ms")  # fmt: skip
     for name, met in results["goal_met"].items():
         for what, ok in met.items():
             target = f"≥ {RATE_GOAL:.0f}" if what == "requests_per_s" else f"≤ {P99_GOAL_MS:.0f} ms"

@@ -12,8 +12,9 @@ Pure Python (no Django). ``redact(text)`` replaces with ``***``:
   and any ``secrets`` passed in.
 
 ``RedactingFilter`` applies it to every log record a handler emits (settings.LOGGING installs it
-on every handler), whatever library wrote the record. ``RedactingAccessLog`` sends daphne's
-access lines, which daphne writes straight to a stream, through logging instead
+on every handler), whatever library wrote the record; ``RedactingJsonFormatter`` writes records
+as JSON (``LOG_FORMAT=json``) and redacts every string it adds. ``RedactingAccessLog`` sends
+daphne's access lines, which daphne writes straight to a stream, through logging instead
 (``configure_logging``, settings.LOGGING_CONFIG, installs it).
 """
 
@@ -26,6 +27,8 @@ import sys
 import threading
 from collections.abc import Iterable
 from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
 
 REDACTED = "***"
 
@@ -118,6 +121,26 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         return True
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    return value
+
+
+class RedactingJsonFormatter(JsonFormatter):
+    """``LOG_FORMAT=json``: one JSON object a line (python-json-logger), every string in it
+    redacted. The handler's RedactingFilter has masked the message and the exception text by
+    then; this also covers what the JSON formatter adds by itself: ``extra`` fields of the
+    record and the exception it formats again from ``exc_info``."""
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {key: _redact_value(value) for key, value in log_data.items()}
 
 
 access_logger = logging.getLogger("daphne.access")

@@ -63,6 +63,7 @@ from .access import may_view_chains
 from .api import parse_expiry, view_data
 from .contracts import ChainDeltaEvent, Delta, StatusMessage, delta_message, parse_chain_delta
 from .exceptions import ContractError
+from .metrics import CHANNEL_GAPS, RESYNCS
 from .socket_guard import (
     CLOSE_SERVER_ERROR,
     CLOSE_UNAUTHENTICATED,
@@ -272,6 +273,7 @@ class LiveOptionsConsumer(GuardedSocket):
     async def _resync(self) -> None:
         """Send a fresh snapshot (after a Redis failure, re-join the group first); when Redis
         does not answer, tell the client and leave the resync to the watcher."""
+        RESYNCS.inc()
         try:
             if self.resync_needed:
                 await self._recover()
@@ -299,6 +301,7 @@ class LiveOptionsConsumer(GuardedSocket):
         if seq <= self.seq:
             return  # already in the snapshot this client has
         if seq != self.seq + 1:
+            CHANNEL_GAPS.inc()
             if self.redis is not None:  # None: a client refused before setup, being closed
                 with contextlib.suppress(RedisError):  # the counter is diagnostics only
                     await store.count_channel_gap(self.redis)

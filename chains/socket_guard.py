@@ -22,6 +22,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from . import socket_limits
+from .metrics import OPEN_SOCKETS
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class GuardedSocket(AsyncJsonWebsocketConsumer):
             await self._refuse(CLOSE_TOO_MANY_SOCKETS, "too_many_sockets", holder.refusal)
             return False
         self.holder = holder
+        OPEN_SOCKETS.inc()  # until _leave
         return True
 
     async def _refresh_place(self) -> None:
@@ -89,6 +91,8 @@ class GuardedSocket(AsyncJsonWebsocketConsumer):
             self.deferred.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.deferred
+        if self.holder is not None:
+            OPEN_SOCKETS.dec()
         if self.holder is not None and self.redis is not None:
             try:
                 await socket_limits.release(self.redis, self.holder, self.channel_name)

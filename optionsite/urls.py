@@ -10,6 +10,7 @@ from django_otp.admin import OTPAdminSite
 from brokers import views as broker_views
 from chains import status as chain_status
 from chains import views as chain_views
+from chains.metrics import views as chain_metrics
 
 if settings.ADMIN_REQUIRE_OTP:
     # Admin asks for a one-time code after the password (the django-otp way of switching it on).
@@ -34,4 +35,5 @@ urlpatterns = [
     path("chains/<str:underlying>/<str:expiry>/", chain_views.chain_page, name="chain"),
     path("status/", chain_status.status_page, name="status"),
     path("api/v2/status", chain_status.status_api, name="api-status"),
+    path("metrics", chain_metrics.metrics, name="metrics"),
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypedDict
@@ -62,6 +63,49 @@ class ChainStatus(ChainStats):
     as_of: str | None
 
 
+class HistogramJSON(TypedDict):
+    """A histogram in the status record (``Histogram.to_json``): ``counts[i]`` observations
+    ≤ ``bounds[i]`` and above the bound before it, the last entry those above every bound (not
+    cumulative); their ``sum`` and ``count``. ``chains.metrics`` serves them as Prometheus
+    histograms."""
+
+    bounds: list[float]
+    counts: list[int]
+    sum: float
+    count: int
+
+
+# Seconds. A flush writes a few snapshots and deltas to Redis (milliseconds); the lag of a
+# tick to its publication is at most a flush interval (250 ms) plus the flush when all is well.
+FLUSH_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LAG_BOUNDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Histogram:
+    """Counts of observations per bucket (upper bounds ``bounds``, as Prometheus' ``le``):
+    an observation costs a bisection, the record carries a few dozen numbers."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def to_json(self) -> HistogramJSON:
+        return {
+            "bounds": list(self.bounds),
+            "counts": list(self.counts),
+            "sum": round(self.total, 6),
+            "count": sum(self.counts),
+        }
+
+
 class FeedStatus(TypedDict):
     """The feed status record in Redis (``optionsite:feed:<account>``)."""
 
@@ -99,6 +143,10 @@ class FeedStatus(TypedDict):
     history_errors: int
     history_last_error: str
     history_last_minute: str | None
+    # Flushes that published something: how long each took, and the lag from the newest tick
+    # they carried (its arrival) to the end of its publication (``Counters.flushed``).
+    flush_seconds: HistogramJSON
+    publish_lag_seconds: HistogramJSON
 
 
 REQUIRED = frozenset(FeedStatus.__annotations__)
@@ -157,6 +205,18 @@ class Counters:
     rate_ticks: int = 0
     rate_at: float = field(default_factory=time.monotonic)
     ticks_per_second: float = 0.0
+    flush_seconds: Histogram = field(default_factory=lambda: Histogram(FLUSH_BOUNDS))
+    publish_lag_seconds: Histogram = field(default_factory=lambda: Histogram(LAG_BOUNDS))
+    lag_tick_at: float | None = None  # the tick whose lag was observed last
+
+    def flushed(self, *, seconds: float, published: bool) -> None:
+        """A flush that had changes took ``seconds``; when it ``published`` them and ticks
+        arrived since the last observation, the lag of the newest of them (arrival to now)."""
+        self.flush_seconds.observe(seconds)
+        tick_at = self.last_tick_at
+        if published and tick_at is not None and tick_at != self.lag_tick_at:
+            self.publish_lag_seconds.observe(max(0.0, time.time() - tick_at))
+            self.lag_tick_at = tick_at
 
     def tick_rate(self) -> float:
         """Ticks per second since the last call at least half a second ago."""
@@ -255,4 +315,6 @@ def feed_status(
         "history_last_minute": (
             c.history_last_minute.isoformat() if c.history_last_minute else None
         ),
+        "flush_seconds": c.flush_seconds.to_json(),
+        "publish_lag_seconds": c.publish_lag_seconds.to_json(),
     }

@@ -71,6 +71,8 @@ def feed_record(now: datetime = NOW, **overrides: Any) -> dict[str, Any]:
         "history_errors": 0,
         "history_last_error": "",
         "history_last_minute": None,
+        "flush_seconds": {"bounds": [0.01], "counts": [3, 1], "sum": 0.05, "count": 4},
+        "publish_lag_seconds": {"bounds": [0.5], "counts": [4, 0], "sum": 0.8, "count": 4},
     }
     record.update(overrides)
     return record
