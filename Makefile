@@ -7,13 +7,20 @@ PY := $(VENV)/bin/python
 # Every package is installed from a lock file (pinned, with hashes: pip --require-hashes), compiled
 # by `make lock` from the top-level requirements: requirements.txt (runtime) → requirements.lock,
 # requirements-demo.txt (+ the simulator) → requirements-demo.lock, requirements-dev.txt (+ tests)
-# → requirements-dev.lock. A stamp named after a lock's hash marks the venv as installed from it.
+# → requirements-dev.lock, requirements-bench.txt (+ the brokers' SDKs, bench/decode.py's
+# baselines) → requirements-bench.lock. A stamp named after a lock's hash marks the venv as
+# installed from it.
 lock_hash = $(shell cat $(1) 2>/dev/null | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-dev-$(call lock_hash,requirements-dev.lock)
 DEMO_STAMP := $(VENV)/.installed-demo-$(call lock_hash,requirements-demo.lock)
 KEY_FILE := .local/field_encryption.key
+# The browser libraries of package.json (uPlot), pinned in package-lock.json and served by the
+# site itself from node_modules/ (optionsite/settings.py STATICFILES_DIRS): no CDN.
+NODE_STAMP := node_modules/.installed-$(call lock_hash,package-lock.json)
 
 CHROMIUM := /usr/bin/chromium
+NGINX := /usr/sbin/nginx
+PROMTOOL := /usr/bin/promtool
 # pytest-xdist workers of `make test` (each has its own Redis databases, test database and
 # simulator: tests/settings.py, tests/conftest.py); a file's tests stay on one worker, so that
 # module fixtures (the chaos stack, private redis-servers) start once. PYTEST_WORKERS=0: serial.
@@ -21,10 +28,12 @@ CHROMIUM := /usr/bin/chromium
 PYTEST_WORKERS ?= auto
 PYTEST := $(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile
 
-.PHONY: demo test test-fast lint typecheck audit lock lock-check browser pytest pytest-postgres proto bench clean help
+.PHONY: demo run deploy-units test test-fast lint typecheck audit lock lock-check browser pytest pytest-postgres proto bench clean help
 
 help:
 	@echo "make demo   — set up and run optionsite on the local simulator"
+	@echo "make run    — the Procfile in the foreground, production-like (settings from .env)"
+	@echo "make deploy-units — regenerate deploy/systemd/ from the Procfile"
 	@echo "make test   — set up and run lint + the whole test suite"
 	@echo "make test-fast — lint + the tests that start no process (pytest -m 'not integration')"
 	@echo "make lock   — recompile the .lock files after a requirements*.txt change"
@@ -51,6 +60,7 @@ lock: $(STAMP)
 	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
 	$(PIP_COMPILE) --output-file requirements-demo.lock requirements-demo.txt
 	$(PIP_COMPILE) --output-file requirements-dev.lock requirements-dev.txt
+	$(PIP_COMPILE) --output-file requirements-bench.lock requirements-bench.txt
 
 # Fails when a requirements*.txt pin is missing from its lock (edited without `make lock`).
 lock-check:
@@ -73,14 +83,49 @@ audit: $(STAMP) lock-check
 	  echo "WARNING: make audit: PyPI's vulnerability data (pypi.org/pypi/NAME/VERSION/json) does not answer from here: the locked packages were NOT audited (AUDIT=require makes this an error)."; \
 	fi
 
+$(NODE_STAMP): package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
 $(KEY_FILE):
 	@mkdir -p .local
 	@$(PY) -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())" > $@
 	@chmod 600 $@
 	@echo "Generated a local demo encryption key in $@ (git-ignored)."
 
-demo: $(DEMO_STAMP) $(KEY_FILE)
+demo: $(DEMO_STAMP) $(KEY_FILE) $(NODE_STAMP)
 	DJANGO_DEBUG=1 $(PY) manage.py demo
+
+# The Procfile in the foreground (honcho): web ×RUN_WEB daphnes on RUN_PORT, RUN_PORT+1, …, the
+# feed, the Celery worker and beat, production-like — settings from .env (deploy/env.example),
+# DEBUG off, migrations applied, static files collected. RUN_PROCESSES="web" starts only those
+# (e.g. to add broker accounts in admin first); RUN_ENV names another settings file. Ctrl-C
+# stops all; one that dies stops the rest.
+RUN_PORT ?= 8001
+RUN_WEB ?= 2
+RUN_PROCESSES ?=
+RUN_ENV ?= .env
+HONCHO := $(VENV)/bin/honcho -f Procfile -e $(RUN_ENV)
+run: $(STAMP) $(NODE_STAMP)
+	@test -f $(RUN_ENV) || { echo "make run reads its settings from $(RUN_ENV): cp deploy/env.example .env and fill it in. For a run on this machine without TLS also set PUBLIC_BASE_URL=http://127.0.0.1:$(RUN_PORT) DJANGO_ALLOWED_HOSTS=127.0.0.1,localhost DJANGO_BEHIND_TLS_PROXY=0 DJANGO_PROXY_COUNT=0 DJANGO_SECURE_SSL_REDIRECT=0 DJANGO_SECURE_COOKIES=0 DJANGO_SERVE_STATIC=1."; exit 1; }
+	@if grep -Eiq '^DJANGO_DEBUG=(1|true|yes|on)$$' $(RUN_ENV); then echo "make run is production-like: set DJANGO_DEBUG=0 in $(RUN_ENV) (make demo is the development run)."; exit 1; fi
+	@mkdir -p .local
+	$(HONCHO) run $(PY) manage.py migrate --noinput
+	$(HONCHO) run $(PY) manage.py collectstatic --noinput --verbosity 0
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(HONCHO) start -p $(RUN_PORT) -c web=$(RUN_WEB) $(RUN_PROCESSES)
+
+# deploy/systemd/: the units of the Procfile for a server (README "Deploy": checkout in
+# /srv/optionsite, user optionsite, web.1 and web.2 on 8001 and 8002 as nginx's upstream in
+# deploy/nginx/optionsite.conf says), from the templates in deploy/templates/systemd. No .env
+# is read (-e /dev/null): the units read the server's own at start. Generated files are
+# committed; tests/deploy/test_units.py fails when they differ from what this makes.
+DEPLOY_UNITS_DIR ?= deploy/systemd
+deploy-units: $(STAMP)
+	@mkdir -p $(DEPLOY_UNITS_DIR) && rm -f $(DEPLOY_UNITS_DIR)/*.service $(DEPLOY_UNITS_DIR)/*.target
+	@out=$$($(VENV)/bin/honcho export systemd $(DEPLOY_UNITS_DIR) -f $(CURDIR)/Procfile -e /dev/null \
+	  -d /srv/optionsite -a optionsite -u optionsite -p 8001 -c web=2 -t deploy/templates/systemd \
+	  2>&1) || { echo "$$out"; exit 1; }
+	@echo "Wrote the systemd units of the Procfile to $(DEPLOY_UNITS_DIR)/."
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -91,7 +136,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
-browser:
+browser: $(NODE_STAMP)
 	@if [ ! -x $(CHROMIUM) ]; then \
 	  if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
 	    echo "Installing Debian's chromium for the browser tests…"; \
@@ -100,9 +145,17 @@ browser:
 	    echo "The browser tests need $(CHROMIUM): sudo apt-get install chromium"; exit 1; \
 	  fi; \
 	fi
+	@if [ ! -x $(NGINX) ] || [ ! -x $(PROMTOOL) ]; then \
+	  if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then \
+	    echo "Installing Debian's nginx and prometheus (promtool) for tests/deploy/ and the alert rules…"; \
+	    apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends nginx prometheus >/dev/null; \
+	  else \
+	    echo "The deploy tests need $(NGINX) and $(PROMTOOL): sudo apt-get install nginx prometheus"; exit 1; \
+	  fi; \
+	fi
 
 # The suite runs on SQLite always, and again on PostgreSQL when DATABASE_URL points at one.
-pytest: $(STAMP)
+pytest: $(STAMP) $(NODE_STAMP)
 	env -u DATABASE_URL $(PYTEST)
 
 pytest-postgres: $(STAMP)
@@ -116,7 +169,7 @@ test: lint typecheck audit browser pytest pytest-postgres
 # The pure and unit tests: codecs, book, analytics, Black-76, selectors, API, admin, loaders…
 # Every test that starts a process is marked `integration` (tests/process_marker.py fails one
 # that is not), so this lane needs only Redis and SQLite.
-test-fast: lint
+test-fast: lint $(NODE_STAMP)
 	env -u DATABASE_URL $(PYTEST) -m "not integration"
 
 proto: $(STAMP)

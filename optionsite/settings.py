@@ -6,6 +6,7 @@ Every variable is read and validated here. A bad value stops startup with
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -247,6 +248,16 @@ CACHES = {
     }
 }
 
+# Sessions live in the database and are read from Redis (chains.sessions, like Django's cached_db:
+# a Redis restart logs nobody out; while Redis does not answer they are read from the database).
+# A session's copy in Redis lives at most SESSION_CACHE_SECONDS (the bound for a copy Redis
+# failed to mark ended at logout). The API's login check caches a user's state (active,
+# password) SESSION_USER_CACHE_SECONDS; saving or deleting the user drops it at once, so only a
+# change that bypasses save() (a queryset update) takes up to that long to refuse the sessions.
+SESSION_ENGINE = "chains.sessions"
+SESSION_CACHE_SECONDS = env_int("SESSION_CACHE_SECONDS", 300, minimum=1)
+SESSION_USER_CACHE_SECONDS = env_int("SESSION_USER_CACHE_SECONDS", 60, minimum=1)
+
 # The Celery broker may live in its own Redis database (the test suite flushes REDIS_URL's).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
 if urlsplit(CELERY_BROKER_URL).scheme not in {"redis", "rediss", "unix"}:
@@ -359,7 +370,12 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# node_modules/: the browser libraries of package.json (`make` runs npm ci), served under
+# static/vendor/ by the site itself.
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor/uplot", BASE_DIR / "node_modules" / "uplot" / "dist"),
+]
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT") or BASE_DIR / ".local" / "staticfiles")
 # daphne serves /static/ itself unless a proxy in front does (then set this to 0).
 SERVE_STATIC = env_bool("DJANGO_SERVE_STATIC", True)
@@ -522,6 +538,32 @@ WS_MAX_SOCKETS_PER_IP = env_int("WS_MAX_SOCKETS_PER_IP", 50, minimum=0)
 # a client asks for); a socket whose session ended is closed with code 4401.
 WS_SESSION_CHECK_SECONDS = env_float("WS_SESSION_CHECK_SECONDS", 30.0, minimum=0.05)
 
+# /metrics (Prometheus, chains.metrics): who may read it. METRICS_ALLOW lists "staff" (a logged-in
+# staff user) and client addresses or networks (10.0.0.5, 10.0.0.0/8, ::1; behind proxies the
+# address DJANGO_PROXY_COUNT says, as for login throttling); a request with
+# "Authorization: Bearer <METRICS_TOKEN>" is let in when METRICS_TOKEN is set. Default: staff
+# only, nothing public. Prometheus scrapes each web process at its internal address over plain
+# HTTP: /metrics is exempt from the HTTPS redirect (a staff session cookie is https-only anyway).
+METRICS_ALLOW = env_list("METRICS_ALLOW", ["staff"])
+METRICS_ALLOW_NETWORKS: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+for _entry in METRICS_ALLOW:
+    if _entry == "staff":
+        continue
+    try:
+        METRICS_ALLOW_NETWORKS.append(ipaddress.ip_network(_entry, strict=False))
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOW entry {_entry!r} is neither 'staff' nor an address or network "
+            "(e.g. METRICS_ALLOW=staff,127.0.0.1,10.0.0.0/8)."
+        ) from None
+METRICS_TOKEN = env_str("METRICS_TOKEN") or ""
+if METRICS_TOKEN and len(METRICS_TOKEN) < 24:
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN is shorter than 24 characters: use a long random value, e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))'."
+    )
+SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
+
 # Feed worker timings (seconds). Flushes coalesce ticks into one message per chain.
 FEED_SETTINGS = {
     "flush_interval": env_float("FEED_FLUSH_INTERVAL", 0.25, minimum=0.01),
@@ -563,15 +605,28 @@ def _at_least(floor: str) -> str:
 # LOGGING_CONFIG also routes daphne's access lines, which daphne writes to stdout itself,
 # through logging (logger "daphne.access", INFO) so that they are masked as well.
 LOGGING_CONFIG = "brokers.logredact.configure_logging"
+# LOG_FORMAT=json writes one JSON object a line (timestamp, level, logger, message, and any
+# extra fields or exception), for log collectors; plain (default) one line of text.
+LOG_FORMAT = (env_str("LOG_FORMAT") or "plain").lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain (default) or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"redact": {"()": "brokers.logredact.RedactingFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {
+            "()": "brokers.logredact.RedactingJsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["redact"],
+        }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
