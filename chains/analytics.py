@@ -13,7 +13,9 @@ from datetime import date, datetime
 from brokers.exchange import expiry_moment
 
 SECONDS_PER_YEAR = 365.0 * 86400.0
-INDEX_TICK = 0.05  # the price step the chain shows an index's spot and forward on
+# The step the chain computes an index's forward on (put-call parity gives any number; a grid
+# keeps the forward, and so every leg's IV, from changing at each flush by noise alone).
+INDEX_TICK = 0.05
 
 LONG_BUILDUP = "long_buildup"
 SHORT_BUILDUP = "short_buildup"
@@ -30,6 +32,13 @@ BUILDUP_LABELS = {
 def years_to_expiry(expiry: date, now: datetime) -> float:
     """Year fraction (365-day years) from ``now`` to 15:30 IST on ``expiry``; ≤ 0 once expired."""
     return (expiry_moment(expiry) - now).total_seconds() / SECONDS_PER_YEAR
+
+
+def to_index_value(price: float) -> float:
+    """An index value as published, with two decimals (no float noise: a float32 feed price
+    25941.599609375 becomes 25941.6). NSE's indices move in steps of 0.05 and BSE's (SENSEX,
+    BANKEX) in steps of 0.01, so two decimals move neither exchange's published value."""
+    return round(price, 2)
 
 
 def to_index_tick(price: float) -> float:

@@ -124,7 +124,7 @@ class ChainBook:
         self.spot_observed_at = observed_at
         if tick.exchange_time is not None:
             self.spot_time = tick.exchange_time
-        spot = analytics.to_index_tick(tick.ltp)
+        spot = analytics.to_index_value(tick.ltp)
         if spot != self.spot:
             self.spot = spot
             self.header_dirty = True
@@ -137,7 +137,7 @@ class ChainBook:
         carries no time: the last one sent wins."""
         if not prev_close > 0:  # also refuses NaN
             return False
-        value = analytics.to_index_tick(prev_close)
+        value = analytics.to_index_value(prev_close)
         if value == self.spot_prev_close:
             return False
         self.spot_prev_close = value
@@ -199,7 +199,7 @@ class ChainBook:
         """Apply an underlying price from REST (newer wins)."""
         if spot > 0 and observed_at >= self.spot_observed_at:
             self.spot_observed_at = observed_at
-            spot = analytics.to_index_tick(spot)
+            spot = analytics.to_index_value(spot)
             if spot != self.spot:
                 self.spot = spot
                 self.header_dirty = True

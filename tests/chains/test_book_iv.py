@@ -105,15 +105,18 @@ def test_spot_and_forward_are_on_the_index_tick():
     forward = snapshot["forward"]
     assert forward is not None
     assert forward == pytest.approx(25_963.4, abs=0.05)
-    assert forward == round(round(forward * 20) / 20, 2)  # a whole number of 0.05 ticks
+    assert forward == round(round(forward * 20) / 20, 2)  # a whole number of 0.05 steps
+    book.apply(Tick("dhan", "IDX_I", "13", T0, ltp=85_138.27), 3.0)  # a BSE-style 0.01 step
+    chain.flush(NOW)
+    assert chain.snapshot()["spot"] == 85_138.27  # as published, not moved onto a 0.05 grid
     assert chain.forward == forward  # the IVs are computed on the forward shown
     assert iv_mismatches(dict(snapshot)) == []
 
 
 def test_a_rest_spot_is_on_the_index_tick():
     chain = make_chain()
-    chain.apply_spot_value(25_941.612, 1.0)
-    assert chain.spot == 25_941.6
+    chain.apply_spot_value(25_941.649999, 1.0)  # a REST answer's float noise
+    assert chain.spot == 25_941.65
 
 
 def test_iv_check_refuses_a_snapshot_never_flushed():

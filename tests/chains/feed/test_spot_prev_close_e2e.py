@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from chains import store
-from chains.analytics import to_index_tick
+from chains.analytics import to_index_value
 from tests.chains.feed import conftest as feed_fixtures
 from tests.processes import eventually, runfeed
 
@@ -32,4 +32,4 @@ def test_the_snapshot_carries_the_simulated_index_previous_close(wired, account)
     index = [i for i in state["instruments"]
              if i["kind"] == "index" and i["underlying"] == underlying]  # fmt: skip
     assert len(index) == 1, index
-    assert got == to_index_tick(index[0]["prev_close"])
+    assert got == to_index_value(index[0]["prev_close"])
