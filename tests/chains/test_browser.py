@@ -532,8 +532,10 @@ def served_chain(tmp_path, redis_db):
     redis_db.set(store.chain_key("NIFTY", EXPIRY), store.dumps(snapshot))
     redis_db.set(store.meta_key("NIFTY", EXPIRY), store.dumps(store.snapshot_meta(snapshot)))
     now = datetime.now(UTC)
+    # The last tick a minute ago: quiet from the first look, however fast the page opens.
     record = feed_record(now, account=account.name, broker=account.kind, heartbeat_seconds=120,
-                         market={"NSE_FNO": "NORMAL_OPEN"})  # fmt: skip
+                         market={"NSE_FNO": "NORMAL_OPEN"},
+                         last_tick_at=(now - timedelta(minutes=1)).isoformat())  # fmt: skip
     redis_db.set(store.feed_key(account.name), json.dumps(record), ex=600)
     get_user_model().objects.create_user("trader", password="pw-test-only-1")
     port = free_port()
